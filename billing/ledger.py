@@ -1,0 +1,281 @@
+"""Every rule about credit lives here: posting entries, holds, settlement and checks.
+
+Each posting is one transaction that (1) moves the account's balance row with a single guarded
+UPDATE ... RETURNING and (2) appends its entries, whose `reference` is unique in the database.
+A repeated reference (a retried webhook, a replayed request) fails the insert, rolls the whole
+transaction back and is reported as a duplicate, so nothing is ever counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from billing.models import CreditBalance, EntryKind, Hold, HoldState, LedgerEntry
+from console.models import Account
+
+DEFAULT_HOLD_TTL = timedelta(minutes=15)
+
+
+class InsufficientCredit(Exception):
+    def __init__(self, balance_nano: int, held_nano: int, required_nano: int) -> None:
+        super().__init__("insufficient credit")
+        self.balance_nano = balance_nano
+        self.held_nano = held_nano
+        self.required_nano = required_nano
+
+    @property
+    def available_nano(self) -> int:
+        return self.balance_nano - self.held_nano
+
+
+class DuplicateReference(Exception):
+    """The reference was posted before: the earlier posting stands and nothing changed."""
+
+
+@dataclass(frozen=True)
+class Line:
+    kind: str
+    reference: str
+    amount_nano: int = 0
+    held_delta_nano: int = 0
+    memo: str = ""
+
+
+@dataclass
+class Posting:
+    balance_nano: int
+    held_nano: int
+    entries: list[LedgerEntry] = field(default_factory=list)
+
+
+def open_balance(account: Account) -> CreditBalance:
+    balance, _ = CreditBalance.objects.get_or_create(account=account)
+    return balance
+
+
+def get_balance(account: Account | int) -> CreditBalance:
+    account_id = account if isinstance(account, int) else account.pk
+    return CreditBalance.objects.get(account_id=account_id)
+
+
+def _move_balance(
+    account_id: int, amount_nano: int, held_delta_nano: int, require_available: int | None
+) -> tuple[int, int] | None:
+    table = CreditBalance._meta.db_table
+    # The table name comes from the model; every value is a parameter.
+    sql = f"UPDATE {table} SET balance_nano = balance_nano + %s, held_nano = held_nano + %s, updated_at = %s WHERE account_id = %s"  # noqa: S608
+    params: list[object] = [amount_nano, held_delta_nano, timezone.now(), account_id]
+    if require_available is not None:
+        sql += " AND balance_nano - held_nano >= %s"
+        params.append(require_available)
+    sql += " RETURNING balance_nano, held_nano"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return (int(row[0]), int(row[1])) if row else None
+
+
+def post(
+    account: Account | int,
+    lines: Sequence[Line],
+    *,
+    require_available: int | None = None,
+    also: Callable[[Posting], None] | None = None,
+) -> Posting:
+    """Apply `lines` atomically. Raises DuplicateReference or InsufficientCredit.
+
+    `require_available`: refuse unless balance - held >= this before the change (the guard and
+    the change are one statement, so concurrent callers cannot both pass it).
+    `also`: work that must commit or fail with the posting (a usage record, a hold row).
+    """
+    account_id = account if isinstance(account, int) else account.pk
+    amount = sum(line.amount_nano for line in lines)
+    held_delta = sum(line.held_delta_nano for line in lines)
+    try:
+        with transaction.atomic():
+            moved = _move_balance(account_id, amount, held_delta, require_available)
+            if moved is None:
+                current = CreditBalance.objects.filter(account_id=account_id).first()
+                if current is None:
+                    raise CreditBalance.DoesNotExist(f"account {account_id} has no balance row")
+                raise InsufficientCredit(current.balance_nano, current.held_nano, require_available or 0)
+            posting = Posting(balance_nano=moved[0], held_nano=moved[1])
+            now = timezone.now()
+            for line in lines:
+                posting.entries.append(
+                    LedgerEntry.objects.create(
+                        account_id=account_id,
+                        kind=line.kind,
+                        amount_nano=line.amount_nano,
+                        held_delta_nano=line.held_delta_nano,
+                        balance_after_nano=posting.balance_nano,
+                        reference=line.reference,
+                        memo=line.memo,
+                        created_at=now,
+                    )
+                )
+            if also is not None:
+                also(posting)
+            return posting
+    except IntegrityError as exc:
+        references = [line.reference for line in lines]
+        if LedgerEntry.objects.filter(reference__in=references).exists():
+            raise DuplicateReference(", ".join(references)) from exc
+        raise
+
+
+def credit(account: Account | int, amount_nano: int, kind: str, reference: str, memo: str = "") -> bool:
+    """Add credit once per reference; False if that reference was already credited."""
+    if amount_nano <= 0:
+        raise ValueError("a credit must be positive")
+    try:
+        post(account, [Line(kind=kind, reference=reference, amount_nano=amount_nano, memo=memo)])
+    except DuplicateReference:
+        return False
+    return True
+
+
+def debit(account: Account | int, amount_nano: int, kind: str, reference: str, memo: str = "") -> bool:
+    """Take credit once per reference (refunds, adjustments); may take the balance below zero."""
+    if amount_nano <= 0:
+        raise ValueError("a debit must be positive")
+    try:
+        post(account, [Line(kind=kind, reference=reference, amount_nano=-amount_nano, memo=memo)])
+    except DuplicateReference:
+        return False
+    return True
+
+
+def grant_signup_credit(account: Account, provider: str, uid: str) -> bool:
+    """The sign-up grant, once per social identity (provider + uid) for ever."""
+    from infrai.lib.money import usd_to_nano
+
+    amount = usd_to_nano(settings.SIGNUP_GRANT_USD)
+    if amount <= 0:
+        return False
+    return credit(
+        account, amount, EntryKind.SIGNUP_GRANT, f"signup:{provider}:{uid}", memo=f"Sign-up credit ({provider})"
+    )
+
+
+# --- Holds ------------------------------------------------------------------------------------
+
+
+def reserve(
+    account: Account | int, amount_nano: int, reference: str, ttl: timedelta = DEFAULT_HOLD_TTL, memo: str = ""
+) -> Hold:
+    """Reserve `amount_nano` of available credit for a call, or raise InsufficientCredit."""
+    if amount_nano < 0:
+        raise ValueError("a hold cannot be negative")
+    account_id = account if isinstance(account, int) else account.pk
+    now = timezone.now()
+    holder: list[Hold] = []
+
+    def create_hold(_: Posting) -> None:
+        holder.append(
+            Hold.objects.create(
+                account_id=account_id,
+                reference=reference,
+                amount_nano=amount_nano,
+                memo=memo,
+                created_at=now,
+                expires_at=now + ttl,
+            )
+        )
+
+    post(
+        account_id,
+        [Line(kind=EntryKind.HOLD, reference=f"hold:{reference}", held_delta_nano=amount_nano, memo=memo)],
+        require_available=amount_nano,
+        also=create_hold,
+    )
+    return holder[0]
+
+
+def _close_hold(hold: Hold, state: str, charged_nano: int, also: Callable[[Posting], None] | None) -> bool:
+    """Move an open hold to `state` exactly once, releasing it and charging `charged_nano`."""
+    with transaction.atomic():
+        claimed = Hold.objects.filter(pk=hold.pk, state=HoldState.OPEN).update(
+            state=state, charged_nano=charged_nano, closed_at=timezone.now()
+        )
+        if not claimed:
+            return False
+        lines = [Line(kind=EntryKind.RELEASE, reference=f"release:{hold.reference}", held_delta_nano=-hold.amount_nano)]
+        if charged_nano:
+            lines.append(
+                Line(
+                    kind=EntryKind.USAGE, reference=f"usage:{hold.reference}", amount_nano=-charged_nano, memo=hold.memo
+                )
+            )
+        post(hold.account_id, lines, also=also)
+    hold.state = state
+    hold.charged_nano = charged_nano
+    return True
+
+
+def settle(hold: Hold, charged_nano: int, also: Callable[[Posting], None] | None = None) -> bool:
+    """Charge the actual cost and release the hold; False if it was closed already."""
+    if charged_nano < 0:
+        raise ValueError("a charge cannot be negative")
+    return _close_hold(hold, HoldState.SETTLED, charged_nano, also)
+
+
+def release(hold: Hold) -> bool:
+    """Release a hold without charging (the call failed before costing anything)."""
+    return _close_hold(hold, HoldState.RELEASED, 0, None)
+
+
+def sweep_expired_holds(now: object | None = None) -> int:
+    """Release holds whose call never settled (crashed worker, lost connection)."""
+    cutoff = now or timezone.now()
+    released = 0
+    for hold in Hold.objects.filter(state=HoldState.OPEN, expires_at__lt=cutoff).order_by("expires_at")[:1000]:
+        if _close_hold(hold, HoldState.EXPIRED, 0, None):
+            released += 1
+    return released
+
+
+# --- Consistency ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    account_id: int
+    balance_nano: int
+    ledger_balance_nano: int
+    held_nano: int
+    ledger_held_nano: int
+    open_holds_nano: int
+
+
+def check_consistency() -> list[Discrepancy]:
+    """Accounts whose balance row disagrees with the ledger's sums or with their open holds."""
+    from django.db.models import Sum
+
+    sums = {
+        row["account_id"]: (row["amount"] or 0, row["held"] or 0)
+        for row in LedgerEntry.objects.values("account_id").annotate(
+            amount=Sum("amount_nano"), held=Sum("held_delta_nano")
+        )
+    }
+    open_holds = {
+        row["account_id"]: row["total"] or 0
+        for row in Hold.objects.filter(state=HoldState.OPEN).values("account_id").annotate(total=Sum("amount_nano"))
+    }
+    problems = []
+    for balance in CreditBalance.objects.all():
+        ledger_amount, ledger_held = sums.get(balance.account_id, (0, 0))
+        holds = open_holds.get(balance.account_id, 0)
+        if (balance.balance_nano, balance.held_nano) != (ledger_amount, ledger_held) or holds != ledger_held:
+            problems.append(
+                Discrepancy(
+                    balance.account_id, balance.balance_nano, ledger_amount, balance.held_nano, ledger_held, holds
+                )
+            )
+    return problems

@@ -1,0 +1,100 @@
+"""The credit ledger: append-only entries, a balance row per account, and holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+from console.models import Account
+from infrai.lib.ids import public_id
+
+
+class EntryKind(models.TextChoices):
+    SIGNUP_GRANT = "signup_grant", "Sign-up grant"
+    TOPUP = "topup", "Top-up"
+    USAGE = "usage", "Usage"
+    HOLD = "hold", "Hold"
+    RELEASE = "release", "Release"
+    REFUND = "refund", "Refund"
+    ADJUSTMENT = "adjustment", "Adjustment"
+
+
+class CreditBalance(models.Model):
+    """Running totals of the ledger, updated in the same transaction as every entry.
+
+    `balance_nano` = sum of entries' amounts; `held_nano` = sum of entries' held deltas
+    (open holds). Available credit is their difference.
+    """
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, primary_key=True, related_name="credit")
+    balance_nano = models.BigIntegerField(default=0)
+    held_nano = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(held_nano__gte=0), name="held_never_negative")]
+
+    @property
+    def available_nano(self) -> int:
+        return self.balance_nano - self.held_nano
+
+
+class AppendOnlyError(RuntimeError):
+    pass
+
+
+class LedgerEntry(models.Model):
+    """One immutable line of the ledger. Never updated or deleted."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="ledger_entries")
+    kind = models.CharField(max_length=20, choices=EntryKind.choices)
+    amount_nano = models.BigIntegerField(help_text="Change to the balance, nano-USD (signed)")
+    held_delta_nano = models.BigIntegerField(default=0, help_text="Change to held credit, nano-USD")
+    balance_after_nano = models.BigIntegerField()
+    reference = models.CharField(max_length=200, unique=True)
+    memo = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "ledger entries"
+        indexes = [models.Index(fields=["account", "-created_at"], name="ledger_account_time")]
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise AppendOnlyError("ledger entries are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise AppendOnlyError("ledger entries are append-only")
+
+
+class HoldState(models.TextChoices):
+    OPEN = "open", "Open"
+    SETTLED = "settled", "Settled"
+    RELEASED = "released", "Released"
+    EXPIRED = "expired", "Expired"
+
+
+def _hold_id() -> str:
+    return public_id("hold")
+
+
+class Hold(models.Model):
+    """Credit reserved for a call in flight; settled, released or expired exactly once."""
+
+    public_id = models.CharField(max_length=40, unique=True, default=_hold_id, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="holds")
+    reference = models.CharField(max_length=160, unique=True)
+    amount_nano = models.BigIntegerField()
+    charged_nano = models.BigIntegerField(null=True, blank=True)
+    state = models.CharField(max_length=10, choices=HoldState.choices, default=HoldState.OPEN)
+    memo = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "expires_at"], name="hold_open_expiry")]

@@ -1,0 +1,19 @@
+from django.urls import path
+
+from console import views
+
+app_name = "console"
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("login/", views.login_page, name="login"),
+    path("login/check-email/", views.check_email, name="check_email"),
+    path("login/magic/<str:token>/", views.magic_link_page, name="magic_link"),
+    path("logout/", views.logout_view, name="logout"),
+    path("projects/", views.projects, name="projects"),
+    path("projects/<str:project_id>/rename/", views.rename_project, name="rename_project"),
+    path("projects/<str:project_id>/select/", views.select_project, name="select_project"),
+    path("keys/", views.keys_page, name="keys"),
+    path("keys/<str:key_id>/revoke/", views.revoke_key, name="revoke_key"),
+    *[path(f"{page}/", views.coming_soon, {"page": page}, name=page) for page in views.COMING],
+]

@@ -1,0 +1,142 @@
+"""The `/v1` conventions in one place: errors, key authentication, JSON bodies, metadata.
+
+Every `/v1` view is wrapped by `api_view`, which authenticates the bearer key, gives the call a
+UUID v7 request id (also in `X-Request-Id`), turns `ApiError` into
+`{"error": {"code", "message", ...}}` and adds `_metadata` to JSON answers.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from console import keys
+from console.models import Account, Project, ProjectKey
+from infrai.lib.ids import uuid7
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+    def response(self, request_id: str | None = None) -> JsonResponse:
+        body: dict[str, Any] = {"error": {"code": self.code, "message": self.message, **self.extra}}
+        if request_id:
+            body["error"]["request_id"] = request_id
+        resp = JsonResponse(body, status=self.status)
+        if request_id:
+            resp["X-Request-Id"] = request_id
+        if self.status == 401:
+            resp["WWW-Authenticate"] = 'Bearer realm="infrai"'
+        return resp
+
+
+def field_error(field_name: str, message: str, status: int = 400, code: str = "INVALID_FIELD") -> ApiError:
+    return ApiError(status, code, message, field=field_name)
+
+
+@dataclass
+class Caller:
+    key: ProjectKey
+    project: Project
+    account: Account
+
+
+@dataclass
+class ApiRequestState:
+    request_id: str
+    started: float
+    caller: Caller | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def authenticate(request: HttpRequest) -> Caller:
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise ApiError(401, "MISSING_API_KEY", "Send your project key as 'Authorization: Bearer ifr_pk_proj_...'.")
+    scheme, _, secret = header.partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret:
+        raise ApiError(401, "MALFORMED_AUTHORIZATION", "The Authorization header must be 'Bearer <project key>'.")
+    if not keys.is_well_formed(secret):
+        raise ApiError(
+            401,
+            "MALFORMED_API_KEY",
+            "That is not a project key; they look like ifr_pk_proj_ followed by 40 letters and digits.",
+        )
+    key = keys.find_active_key(secret)
+    if key is None:
+        raise ApiError(401, "INVALID_API_KEY", "This project key is unknown or has been revoked.")
+    keys.touch_last_used(key)
+    return Caller(key=key, project=key.project, account=key.project.account)
+
+
+def parse_json_body(request: HttpRequest) -> dict[str, Any]:
+    if not request.body:
+        return {}
+    try:
+        body = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "INVALID_JSON", f"The request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "INVALID_JSON", "The request body must be a JSON object.")
+    return body
+
+
+def metadata(state: ApiRequestState, **overrides: Any) -> dict[str, Any]:
+    return {
+        "cost_usd": "0.00",
+        "latency_ms": int((time.perf_counter() - state.started) * 1000),
+        "vendor": "infrai",
+        "cache_hit": False,
+        "request_id": state.request_id,
+        **state.metadata,
+        **overrides,
+    }
+
+
+def api_view(methods: list[str], *, auth: bool = True) -> Callable[[Callable[..., Any]], Callable[..., HttpResponse]]:
+    """Wrap a sync `/v1` view: the view gets (request, state, **kwargs) and returns a dict or response."""
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., HttpResponse]:
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            state = ApiRequestState(request_id=str(uuid7()), started=time.perf_counter())
+            request.api = state  # type: ignore[attr-defined]
+            try:
+                if auth:
+                    state.caller = authenticate(request)
+                if request.method not in methods:
+                    raise ApiError(
+                        405, "METHOD_NOT_ALLOWED", f"Use {' or '.join(methods)} on this route.", allowed=methods
+                    )
+                result = view(request, state, *args, **kwargs)
+            except ApiError as exc:
+                return exc.response(state.request_id)
+            if isinstance(result, HttpResponse):
+                response = result
+            else:
+                status = result.pop("_status", 200) if isinstance(result, dict) else 200
+                if isinstance(result, dict) and "_metadata" not in result:
+                    result["_metadata"] = metadata(state)
+                response = JsonResponse(result, status=status)
+            response["X-Request-Id"] = state.request_id
+            return response
+
+        wrapper.csrf_exempt = True  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate

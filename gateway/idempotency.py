@@ -1,0 +1,89 @@
+"""Idempotency keys: the same key and body replay the stored answer; another body is a 422."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from console.models import Account
+from gateway.api import ApiError, field_error
+from gateway.models import IdempotencyRecord
+
+MAX_KEY_LENGTH = 200
+
+
+def canonical_hash(body: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON form (sorted keys, no whitespace), idempotency key left out."""
+    material = {k: v for k, v in body.items() if k != "idempotency_key"}
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def explicit_key(request: HttpRequest, body: dict[str, Any], *, required: bool) -> str | None:
+    key = request.headers.get("Idempotency-Key") or body.get("idempotency_key")
+    if key is None or key == "":
+        if required:
+            raise field_error(
+                "idempotency_key",
+                "This call creates a resource and needs an idempotency_key (body field or Idempotency-Key header).",
+                code="IDEMPOTENCY_KEY_REQUIRED",
+            )
+        return None
+    if not isinstance(key, str) or len(key) > MAX_KEY_LENGTH:
+        raise field_error(
+            "idempotency_key", f"idempotency_key must be a string of at most {MAX_KEY_LENGTH} characters."
+        )
+    return key
+
+
+def run_once(
+    account: Account,
+    scope: str,
+    key: str,
+    body: dict[str, Any],
+    create: Callable[[], tuple[int, dict[str, Any], dict[str, Any]]],
+) -> tuple[int, dict[str, Any], bool]:
+    """Run `create` once per (account, scope, key) inside the window.
+
+    `create` returns (status, stored_response, first_response): the first caller gets
+    `first_response` (which may hold a secret); replays get `stored_response` marked replayed.
+    Returns (status, response, replayed).
+    """
+    request_hash = canonical_hash(body)
+    now = timezone.now()
+    IdempotencyRecord.objects.filter(account=account, scope=scope, key=key, expires_at__lte=now).delete()
+    try:
+        with transaction.atomic():
+            record = IdempotencyRecord.objects.create(
+                account=account,
+                scope=scope,
+                key=key,
+                request_hash=request_hash,
+                created_at=now,
+                expires_at=now + timedelta(seconds=settings.IDEMPOTENCY_WINDOW_SECONDS),
+            )
+            status, stored, first = create()
+            record.status_code = status
+            record.response = stored
+            record.save(update_fields=["status_code", "response"])
+            return status, first, False
+    except IntegrityError:
+        existing = IdempotencyRecord.objects.filter(account=account, scope=scope, key=key).first()
+        if existing is None:
+            raise
+    if existing.request_hash != request_hash:
+        raise ApiError(
+            422,
+            "IDEMPOTENCY_KEY_REUSED",
+            "This idempotency_key was used with a different request body; use a new key for a new request.",
+            field="idempotency_key",
+        )
+    return existing.status_code or 200, dict(existing.response or {}), True

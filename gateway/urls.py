@@ -1,0 +1,13 @@
+from django.urls import path, re_path
+
+from gateway import views_account
+
+app_name = "gateway"
+
+urlpatterns = [
+    path("account/keys", views_account.account_keys, name="account_keys"),
+    path("account/keys/<str:key_id>", views_account.account_key_detail, name="account_key_detail"),
+    path("account/balance", views_account.account_balance, name="account_balance"),
+    re_path(r"^(?P<path>(ai|video|account|chat|embeddings|images|audio|models)(/.*)?)$", views_account.not_implemented),
+    re_path(r"^(?P<path>.*)$", views_account.not_found),
+]
