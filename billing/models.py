@@ -98,3 +98,28 @@ class Hold(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["state", "expires_at"], name="hold_open_expiry")]
+
+
+class UsageRecord(models.Model):
+    """One billed call, written in the same transaction as its settlement."""
+
+    request_id = models.CharField(max_length=36, unique=True)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="usage_records")
+    project = models.ForeignKey("console.Project", on_delete=models.SET_NULL, null=True, related_name="+")
+    key = models.ForeignKey("console.ProjectKey", on_delete=models.SET_NULL, null=True, related_name="+")
+    capability = models.CharField(max_length=40)
+    model = models.CharField(max_length=120, blank=True)
+    vendor = models.CharField(max_length=40, blank=True)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    units = models.JSONField(default=dict, blank=True, help_text="Non-token units: images, seconds, characters")
+    cost_nano = models.BigIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    cache_hit = models.BooleanField(default=False)
+    byok = models.BooleanField(default=False)
+    status = models.CharField(max_length=20, default="ok")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["account", "-created_at"], name="usage_account_time")]
