@@ -208,3 +208,22 @@ LOGGING = {
 }
 # Show sign-in failures (forged state, refused e-mail) as messages on the login page.
 SOCIAL_AUTH_RAISE_EXCEPTIONS = False
+
+# --- Stripe top-up --------------------------------------------------------------------------
+# With no STRIPE_SECRET_KEY, `make run` starts the local Stripe stand-in (localstripe plus a
+# Checkout Sessions extension) on STRIPE_STANDIN_PORT and points the SDK at it: test mode.
+STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY", "")
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
+STRIPE_STANDIN_PORT = env_int("STRIPE_STANDIN_PORT", 8420)
+STRIPE_API_BASE = env_str("STRIPE_API_BASE", "" if STRIPE_SECRET_KEY else f"http://127.0.0.1:{STRIPE_STANDIN_PORT}")
+STRIPE_TEST_MODE = not STRIPE_SECRET_KEY or STRIPE_SECRET_KEY.startswith("sk_test_")
+if not STRIPE_SECRET_KEY:
+    STRIPE_SECRET_KEY = "sk_test_standin"
+    STRIPE_WEBHOOK_SECRET = STRIPE_WEBHOOK_SECRET or "whsec_standin_local_only"
+TOPUP_PRESETS_USD = [env_decimal(f"TOPUP_PRESET_{i}_USD", d) for i, d in enumerate(["5", "10", "25", "100"], 1)]
+TOPUP_MIN_USD: Decimal = env_decimal("TOPUP_MIN_USD", "5")
+TOPUP_MAX_USD: Decimal = env_decimal("TOPUP_MAX_USD", "1000")
+
+# --- BYOK -----------------------------------------------------------------------------------
+# Comma-separated Fernet keys, newest first; `manage.py rotate_byok_key` re-encrypts with the first.
+BYOK_ENCRYPTION_KEYS = env_list("BYOK_ENCRYPTION_KEYS", "")
