@@ -88,7 +88,7 @@ def test_the_dashboard_shows_balance_keys_and_a_first_call_snippet():
     assert b"$1.50" in page.content
     assert b"backend" in page.content
     assert b"http://testserver/v1/chat/completions" in page.content
-    assert b"base_url=&quot;http://testserver/v1&quot;" in page.content
+    assert b'base_url="http://testserver/v1"' in page.content
 
 
 def test_pages_not_built_yet_say_so():

@@ -15,7 +15,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses
-from django.conf import settings as django_settings
 from django.http import HttpResponse
 from django.test import Client
 from social_django.models import UserSocialAuth
@@ -40,7 +39,6 @@ NO_VERIFIED_GITHUB_EMAIL = "Your GitHub account has no verified e-mail address, 
 NO_VERIFIED_GOOGLE_EMAIL = "Your Google account has no verified e-mail address, so we cannot sign you in with it."
 # An error message as base.html shows it (its classes hold the message's tags, "error" among them).
 ERROR_FLASH = r'<div class="flash [^"]*\berror\b[^"]*" role="status">'
-CLEAR_GOOGLE_MESSAGE_DEPLOYED = "console.social.GoogleVerifiedEmailOAuth2" in django_settings.AUTHENTICATION_BACKENDS
 
 
 @pytest.fixture(autouse=True)
@@ -365,12 +363,6 @@ def test_it_refuses_google_sign_in_when_the_email_is_not_verified(
     assert signup_grants() == []
 
 
-@pytest.mark.xfail(
-    not CLEAR_GOOGLE_MESSAGE_DEPLOYED,
-    strict=True,
-    reason="AUTHENTICATION_BACKENDS still lists social_core's GoogleOAuth2, whose refusal reads "
-    "'An authentication response field could not be verified.'; list console.social.GoogleVerifiedEmailOAuth2",
-)
 def test_it_tells_the_user_why_an_unverified_google_email_is_refused(
     client: Client, provider: responses.RequestsMock
 ) -> None:

@@ -110,7 +110,7 @@ else:
 AUTH_USER_MODEL = "console.User"
 AUTHENTICATION_BACKENDS = [
     "console.social.GithubVerifiedEmailOAuth2",
-    "social_core.backends.google.GoogleOAuth2",
+    "console.social.GoogleVerifiedEmailOAuth2",
     "social_core.backends.open_id_connect.OpenIdConnectAuth",
     "django.contrib.auth.backends.ModelBackend",
 ]
@@ -227,3 +227,23 @@ TOPUP_MAX_USD: Decimal = env_decimal("TOPUP_MAX_USD", "1000")
 # --- BYOK -----------------------------------------------------------------------------------
 # Comma-separated Fernet keys, newest first; `manage.py rotate_byok_key` re-encrypts with the first.
 BYOK_ENCRYPTION_KEYS = env_list("BYOK_ENCRYPTION_KEYS", "")
+# Allow BYOK base URLs on private networks (a self-hosted vLLM/Ollama next to the console).
+BYOK_ALLOW_PRIVATE_BASE_URLS = env_bool("BYOK_ALLOW_PRIVATE_BASE_URLS", False)
+
+# --- Gateway --------------------------------------------------------------------------------
+UPSTREAM_MAX_CONNECTIONS = env_int("UPSTREAM_MAX_CONNECTIONS", 200)
+# Platform credentials per vendor; a vendor without one is usable only through a caller's BYOK.
+OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1")
+GENSTUDIO_API_KEY = env_str("GENSTUDIO_API_KEY", "")
+GENSTUDIO_BASE_URL = env_str("GENSTUDIO_BASE_URL", "https://cloud.infini-ai.com")
+COHERE_API_KEY = env_str("COHERE_API_KEY", "")
+COHERE_BASE_URL = env_str("COHERE_BASE_URL", "https://api.cohere.com")
+OPENAI_COMPATIBLE_API_KEY = env_str("OPENAI_COMPATIBLE_API_KEY", "")
+OPENAI_COMPATIBLE_BASE_URL = env_str("OPENAI_COMPATIBLE_BASE_URL", "")
+# The sandbox serves every capability offline; it is on unless switched off.
+SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", True)
+SANDBOX_TOKENS_PER_SECOND = env_int("SANDBOX_TOKENS_PER_SECOND", 60)
+CNY_PER_USD: Decimal = env_decimal("CNY_PER_USD", "7.20")
+HOLD_TTL_SECONDS = env_int("HOLD_TTL_SECONDS", 900)
+CHAT_CACHE_TTL_SECONDS = env_int("CHAT_CACHE_TTL_SECONDS", 3600)
