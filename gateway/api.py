@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 
 from console import keys
 from console.models import Account, Project, ProjectKey
@@ -111,9 +111,9 @@ def metadata(state: ApiRequestState, **overrides: Any) -> dict[str, Any]:
 def api_view(methods: list[str], *, auth: bool = True) -> Callable[[Callable[..., Any]], Callable[..., HttpResponse]]:
     """Wrap a sync `/v1` view: the view gets (request, state, **kwargs) and returns a dict or response."""
 
-    def decorate(view: Callable[..., Any]) -> Callable[..., HttpResponse]:
+    def decorate(view: Callable[..., Any]) -> Callable[..., HttpResponseBase]:
         @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             state = ApiRequestState(request_id=str(uuid7()), started=time.perf_counter())
             request.api = state  # type: ignore[attr-defined]
             try:
@@ -126,12 +126,45 @@ def api_view(methods: list[str], *, auth: bool = True) -> Callable[[Callable[...
                 result = view(request, state, *args, **kwargs)
             except ApiError as exc:
                 return exc.response(state.request_id)
-            if isinstance(result, HttpResponse):
+            if isinstance(result, HttpResponseBase):
                 response = result
             else:
                 status = result.pop("_status", 200) if isinstance(result, dict) else 200
                 if isinstance(result, dict) and "_metadata" not in result:
                     result["_metadata"] = metadata(state)
+                response = JsonResponse(result, status=status)
+            response["X-Request-Id"] = state.request_id
+            return response
+
+        wrapper.csrf_exempt = True  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def api_view_async(methods: list[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`api_view` for async views: authentication runs in a thread, the view on the event loop."""
+    from asgiref.sync import sync_to_async
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            state = ApiRequestState(request_id=str(uuid7()), started=time.perf_counter())
+            request.api = state  # type: ignore[attr-defined]
+            try:
+                state.caller = await sync_to_async(authenticate)(request)
+                if request.method not in methods:
+                    raise ApiError(
+                        405, "METHOD_NOT_ALLOWED", f"Use {' or '.join(methods)} on this route.", allowed=methods
+                    )
+                result = await view(request, state, *args, **kwargs)
+            except ApiError as exc:
+                return exc.response(state.request_id)
+            if isinstance(result, HttpResponseBase):
+                response = result
+            else:
+                status = result.pop("_status", 200)
+                result.setdefault("_metadata", metadata(state))
                 response = JsonResponse(result, status=status)
             response["X-Request-Id"] = state.request_id
             return response

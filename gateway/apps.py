@@ -1,5 +1,17 @@
+from typing import Any
+
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _load_catalog(sender: AppConfig, **kwargs: Any) -> None:
+    from gateway.catalog import load_catalog
+
+    load_catalog()
 
 
 class GatewayConfig(AppConfig):
     name = "gateway"
+
+    def ready(self) -> None:
+        post_migrate.connect(_load_catalog, sender=self)

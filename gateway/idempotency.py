@@ -87,3 +87,67 @@ def run_once(
             field="idempotency_key",
         )
     return existing.status_code or 200, dict(existing.response or {}), True
+
+
+# --- Two-phase form for calls that take time (upstream calls) --------------------------------
+
+
+class InProgress(ApiError):
+    def __init__(self) -> None:
+        super().__init__(
+            409,
+            "IDEMPOTENCY_IN_PROGRESS",
+            "A request with this idempotency_key is still running; retry shortly to get its result.",
+            field="idempotency_key",
+            retry_after_seconds=1,
+        )
+
+
+def derived_key(account: Account, client_request_id: str, capability: str, body: dict[str, Any]) -> str:
+    """API.md's derived key: sha256(account_id + request_id + capability + content_hash)."""
+    material = f"{account.public_id}{client_request_id}{capability}{canonical_hash(body)}"
+    return "derived:" + hashlib.sha256(material.encode()).hexdigest()
+
+
+def claim(account: Account, scope: str, key: str, body: dict[str, Any]) -> IdempotencyRecord | dict[str, Any]:
+    """Claim the key for this call, or return the stored response of an earlier identical call.
+
+    Raises IDEMPOTENCY_KEY_REUSED (422) for another body and IDEMPOTENCY_IN_PROGRESS (409)
+    while the first call with this key is still running.
+    """
+    request_hash = canonical_hash(body)
+    now = timezone.now()
+    IdempotencyRecord.objects.filter(account=account, scope=scope, key=key, expires_at__lte=now).delete()
+    try:
+        with transaction.atomic():
+            return IdempotencyRecord.objects.create(
+                account=account,
+                scope=scope,
+                key=key,
+                request_hash=request_hash,
+                created_at=now,
+                expires_at=now + timedelta(seconds=settings.IDEMPOTENCY_WINDOW_SECONDS),
+            )
+    except IntegrityError:
+        existing = IdempotencyRecord.objects.filter(account=account, scope=scope, key=key).first()
+        if existing is None:
+            raise
+    if existing.request_hash != request_hash:
+        raise ApiError(
+            422,
+            "IDEMPOTENCY_KEY_REUSED",
+            "This idempotency_key was used with a different request body; use a new key for a new request.",
+            field="idempotency_key",
+        )
+    if existing.response is None:
+        raise InProgress()
+    return dict(existing.response)
+
+
+def complete(record: IdempotencyRecord, status: int, response: dict[str, Any]) -> None:
+    IdempotencyRecord.objects.filter(pk=record.pk).update(status_code=status, response=response)
+
+
+def abandon(record: IdempotencyRecord) -> None:
+    """Forget a claim whose call failed without cost, so a retry with the key runs again."""
+    IdempotencyRecord.objects.filter(pk=record.pk, response__isnull=True).delete()

@@ -1,0 +1,100 @@
+"""Holding credit before an upstream call and settling it after, with the usage record.
+
+Views call `hold_or_402` before the call and exactly one of `settle_call` / `release_call`
+after it. Both are idempotent per request id (the ledger's unique references).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import ROUND_CEILING, Decimal
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest
+
+from billing import ledger
+from billing.models import Hold, UsageRecord
+from gateway.api import ApiError, Caller
+from infrai.lib.money import NANO_PER_USD, format_usd
+
+
+@dataclass
+class UsageFacts:
+    capability: str
+    model: str = ""
+    vendor: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    units: dict | None = None
+    latency_ms: int = 0
+    cache_hit: bool = False
+    byok: bool = False
+    status: str = "ok"
+
+
+def topup_url(request: HttpRequest, shortfall_nano: int) -> str:
+    base = settings.SITE_URL or request.build_absolute_uri("/").rstrip("/")
+    suggested = max(
+        settings.TOPUP_MIN_USD, (Decimal(shortfall_nano) / NANO_PER_USD).to_integral_value(rounding=ROUND_CEILING)
+    )
+    return f"{base}/billing/?amount_usd={suggested}#topup"
+
+
+def insufficient_credit_error(request: HttpRequest, refused: ledger.InsufficientCredit) -> ApiError:
+    shortfall = refused.required_nano - refused.available_nano
+    return ApiError(
+        402,
+        "INSUFFICIENT_CREDIT",
+        f"This call needs up to ${format_usd(refused.required_nano)} of credit and ${format_usd(max(refused.available_nano, 0))} "
+        "is available. Top up to continue.",
+        balance_usd=format_usd(refused.balance_nano),
+        available_usd=format_usd(refused.available_nano),
+        required_usd=format_usd(refused.required_nano),
+        topup_url=topup_url(request, shortfall),
+    )
+
+
+def _hold(caller: Caller, request_id: str, amount_nano: int, memo: str) -> Hold:
+    return ledger.reserve(
+        caller.account.pk, amount_nano, request_id, ttl=timedelta(seconds=settings.HOLD_TTL_SECONDS), memo=memo
+    )
+
+
+async def hold_or_402(request: HttpRequest, caller: Caller, request_id: str, amount_nano: int, memo: str) -> Hold:
+    try:
+        return await sync_to_async(_hold)(caller, request_id, amount_nano, memo)
+    except ledger.InsufficientCredit as refused:
+        raise insufficient_credit_error(request, refused) from refused
+
+
+def _settle(hold: Hold, caller: Caller, request_id: str, cost_nano: int, facts: UsageFacts) -> None:
+    def write_usage(_: ledger.Posting) -> None:
+        UsageRecord.objects.create(
+            request_id=request_id,
+            account_id=caller.account.pk,
+            project_id=caller.project.pk,
+            key_id=caller.key.pk,
+            capability=facts.capability,
+            model=facts.model,
+            vendor=facts.vendor,
+            input_tokens=facts.input_tokens,
+            output_tokens=facts.output_tokens,
+            units=facts.units or {},
+            cost_nano=cost_nano,
+            latency_ms=facts.latency_ms,
+            cache_hit=facts.cache_hit,
+            byok=facts.byok,
+            status=facts.status,
+        )
+
+    ledger.settle(hold, cost_nano, also=write_usage)
+
+
+async def settle_call(hold: Hold, caller: Caller, request_id: str, cost_nano: int, facts: UsageFacts) -> None:
+    await sync_to_async(_settle)(hold, caller, request_id, cost_nano, facts)
+
+
+async def release_call(hold: Hold) -> None:
+    await sync_to_async(ledger.release)(hold)

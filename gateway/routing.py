@@ -1,0 +1,126 @@
+"""Choosing who serves a call: `model` (and `vendor`) pick; otherwise `task` + `prefer` rank.
+
+A vendor is usable for a caller when the platform has a credential for it or the caller has a
+BYOK credential for it. The sandbox is used when asked for (its models, `vendor: sandbox`) or
+when no real vendor is usable; it never stands in silently for a real vendor that was asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+
+from console.models import Account
+from gateway.api import ApiError, field_error
+from gateway.models import CatalogModel
+from gateway.vendors import VENDORS, get_vendor
+from gateway.vendors.base import Credential, Vendor
+from gateway.vendors.sandbox import catalog_model_id as sandbox_catalog_id
+
+TASKS = ("general", "reasoning", "coding", "long_context")
+PREFERENCES = ("balanced", "cheapest", "smartest")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    entry: CatalogModel
+    vendor: Vendor
+    credential: Credential
+    model_name: str  # what the vendor is asked for (a sandbox name may carry a failure directive)
+
+
+def credential_for(account: Account, vendor: Vendor) -> Credential | None:
+    from gateway import byok
+
+    return byok.credential_for(account, vendor.name) or vendor.platform_credential()
+
+
+def _price_weight(entry: CatalogModel) -> Decimal:
+    from gateway.catalog import usd_rate
+
+    return (entry.input_per_mtok + entry.output_per_mtok * 3) * usd_rate(entry)
+
+
+def candidates(
+    account: Account,
+    capability: str,
+    *,
+    model: str | None = None,
+    vendor: str | None = None,
+    task: str | None = None,
+    prefer: str | None = None,
+) -> list[Candidate]:
+    if vendor is not None and get_vendor(vendor) is None:
+        raise field_error("vendor", f"Unknown vendor {vendor!r}; known: {', '.join(sorted(VENDORS))}.")
+    if task is not None and task not in TASKS:
+        raise field_error("task", f"task must be one of {', '.join(TASKS)}.")
+    if prefer is not None and prefer not in PREFERENCES:
+        raise field_error("prefer", f"prefer must be one of {', '.join(PREFERENCES)}.")
+
+    entries = CatalogModel.objects.filter(capability=capability, enabled=True)
+    if vendor:
+        entries = entries.filter(vendor=vendor)
+    if model:
+        requested = entries.filter(model_id=model)
+        if not requested.exists() and sandbox_catalog_id(model) != model:
+            requested = entries.filter(model_id=sandbox_catalog_id(model), vendor="sandbox")
+        entries = requested
+        if not entries.exists():
+            known = CatalogModel.objects.filter(model_id=model, enabled=True).exists()
+            if known:
+                raise field_error(
+                    "model",
+                    f"Model {model!r} does not serve {capability}" + (f" at vendor {vendor}." if vendor else "."),
+                )
+            raise field_error(
+                "model", f"Unknown model {model!r}. GET /v1/models lists the models.", code="UNKNOWN_MODEL"
+            )
+
+    usable: list[Candidate] = []
+    unusable: list[str] = []
+    for entry in entries:
+        vendor_impl = get_vendor(entry.vendor)
+        if vendor_impl is None or capability not in vendor_impl.capabilities:
+            continue
+        if entry.vendor == "sandbox" and not settings.SANDBOX_ENABLED:
+            continue
+        credential = credential_for(account, vendor_impl)
+        if credential is None:
+            unusable.append(entry.vendor)
+            continue
+        usable.append(Candidate(entry, vendor_impl, credential, model or entry.model_id))
+
+    if not usable:
+        if unusable:
+            names = ", ".join(sorted(set(unusable)))
+            raise ApiError(
+                400,
+                "VENDOR_NOT_CONFIGURED",
+                f"No credential for {names} on this server; register your own with /v1/account/byok or choose another model.",
+                field="vendor" if vendor else "model",
+            )
+        raise ApiError(
+            400, "NO_MODEL_AVAILABLE", f"No model available for {capability} with these choices.", field="model"
+        )
+
+    if not model and not vendor:
+        task_name = task or "general"
+        by_task = [c for c in usable if task_name in (c.entry.tasks or [])] or usable
+        real = [c for c in by_task if c.entry.vendor != "sandbox"]
+        usable = real or by_task
+
+    preference = prefer or "balanced"
+    if preference == "cheapest":
+        usable.sort(key=lambda c: (_price_weight(c.entry), -c.entry.quality_rank))
+    elif preference == "smartest":
+        usable.sort(key=lambda c: (-c.entry.quality_rank, _price_weight(c.entry)))
+    else:
+        usable.sort(
+            key=lambda c: (
+                -(Decimal(c.entry.quality_rank) / (Decimal(1) + _price_weight(c.entry))),
+                -c.entry.quality_rank,
+            )
+        )
+    return usable

@@ -1,0 +1,13 @@
+"""The vendor registry: every vendor module the gateway can route to, by name."""
+
+from __future__ import annotations
+
+from gateway.vendors.base import Vendor
+from gateway.vendors.openai_compatible import OpenAI, OpenAICompatible
+from gateway.vendors.sandbox import Sandbox
+
+VENDORS: dict[str, Vendor] = {vendor.name: vendor for vendor in (Sandbox(), OpenAI(), OpenAICompatible())}
+
+
+def get_vendor(name: str) -> Vendor | None:
+    return VENDORS.get(name)

@@ -1,0 +1,131 @@
+"""`/v1/ai/*` views: parse, call the flow in gateway/chat.py (and friends), format the answer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, StreamingHttpResponse
+
+from gateway import chat, idempotency
+from gateway.api import ApiRequestState, Caller, api_view_async, parse_json_body
+from gateway.chat import ChatOutcome, StreamEvent
+from gateway.models import IdempotencyRecord
+
+
+def sse(data: dict[str, Any] | str) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"data: {payload}\n\n".encode()
+
+
+def usage_json(usage: Any) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+    }
+
+
+def streaming_response(events: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+async def claim_idempotency(
+    request: HttpRequest, caller: Caller, scope: str, body: dict[str, Any]
+) -> IdempotencyRecord | dict[str, Any] | None:
+    """Claim the call's idempotency key (explicit, or derived from a client request id)."""
+    key = idempotency.explicit_key(request, body, required=False)
+    if key is None:
+        client_request_id = request.headers.get("X-Client-Request-Id") or body.get("request_id")
+        if not client_request_id:
+            return None  # a fresh request id would derive a key nothing can ever repeat
+        key = idempotency.derived_key(caller.account, str(client_request_id), scope, body)
+    return await sync_to_async(idempotency.claim)(caller.account, scope, key, body)
+
+
+def chat_json(outcome: ChatOutcome) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "content": outcome.result.content,
+        "finish_reason": outcome.result.finish_reason,
+        "model": outcome.candidate.model_name,
+        "usage": usage_json(outcome.result.usage),
+        "_metadata": outcome.metadata,
+    }
+    if outcome.result.tool_calls:
+        body["tool_calls"] = outcome.result.tool_calls
+    return body
+
+
+def replayed(stored: dict[str, Any], state: ApiRequestState) -> dict[str, Any]:
+    body = dict(stored)
+    body["_metadata"] = {
+        **stored.get("_metadata", {}),
+        "replayed": True,
+        "cost_usd": "0.00",
+        "original_request_id": stored.get("_metadata", {}).get("request_id"),
+        "request_id": state.request_id,
+    }
+    return body
+
+
+async def run_idempotent(
+    request: HttpRequest, state: ApiRequestState, scope: str, body: dict[str, Any], produce: Any
+) -> dict[str, Any]:
+    caller = state.caller
+    assert caller is not None
+    claim = await claim_idempotency(request, caller, scope, body)
+    if isinstance(claim, dict):
+        return replayed(claim, state)
+    try:
+        result = await produce()
+    except BaseException:
+        if claim is not None:
+            await sync_to_async(idempotency.abandon)(claim)
+        raise
+    if claim is not None:
+        await sync_to_async(idempotency.complete)(claim, 200, result)
+    return result
+
+
+def ai_stream_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
+    async def generate() -> AsyncIterator[bytes]:
+        async for event in events:
+            if event.kind == "delta":
+                yield sse({"delta": event.text, "finish_reason": None, "index": 0})
+            elif event.kind == "error":
+                yield sse({"error": event.error})
+            else:
+                assert event.usage is not None
+                yield sse(
+                    {
+                        "delta": "",
+                        "finish_reason": event.finish_reason,
+                        "index": 0,
+                        "usage": usage_json(event.usage),
+                        "_metadata": event.metadata,
+                    }
+                )
+        yield sse("[DONE]")
+
+    return generate()
+
+
+@api_view_async(["POST"])
+async def ai_chat(request: HttpRequest, state: ApiRequestState) -> Any:
+    caller = state.caller
+    assert caller is not None
+    body = parse_json_body(request)
+    params = chat.parse_chat_params(body, request)
+    if params.stream:
+        events = await chat.open_stream(request, caller, state, params)
+        return streaming_response(ai_stream_events(events))
+
+    async def produce() -> dict[str, Any]:
+        return chat_json(await chat.run_chat(request, caller, state, params))
+
+    return await run_idempotent(request, state, "ai.chat", body, produce)
