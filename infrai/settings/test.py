@@ -12,3 +12,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not the shared-cache in-memory database: that one has table locks that ignore
     # the busy timeout, so tests with concurrent threads would fail for SQLite's sake.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}  # noqa: F405
+
+# Stream sandbox replies without pacing; tests that need a realistic rate set it themselves.
+SANDBOX_TOKENS_PER_SECOND = 0
