@@ -1,6 +1,6 @@
 from django.urls import path
 
-from console import views
+from console import views, views_usage
 
 app_name = "console"
 
@@ -15,5 +15,6 @@ urlpatterns = [
     path("projects/<str:project_id>/select/", views.select_project, name="select_project"),
     path("keys/", views.keys_page, name="keys"),
     path("keys/<str:key_id>/revoke/", views.revoke_key, name="revoke_key"),
+    path("usage/", views_usage.usage_page, name="usage"),
     *[path(f"{page}/", views.coming_soon, {"page": page}, name=page) for page in views.COMING],
 ]

@@ -193,8 +193,6 @@ def revoke_key(request: HttpRequest, key_id: str) -> HttpResponse:
 COMING = {
     "playground": ("Playground", "Chat, image, video and voice sessions, live over websockets."),
     "byok": ("Bring your own key", "Register your own vendor credentials; calls then go through them."),
-    "billing": ("Billing", "Balance, holds, history and Stripe top-up."),
-    "usage": ("Usage", "Every billed call with its cost, filters and a daily spend chart."),
     "jobs": ("Jobs", "Batch jobs and video jobs, updating live."),
 }
 
