@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest
 
 from billing import ledger
@@ -94,3 +95,22 @@ def not_found(request: HttpRequest, state: ApiRequestState, path: str = "") -> d
 @api_view(["GET", "POST", "PUT", "PATCH", "DELETE"])
 def not_implemented(request: HttpRequest, state: ApiRequestState, path: str = "") -> dict[str, Any]:
     raise ApiError(501, "NOT_IMPLEMENTED", f"/v1/{path} is part of the API but not available on this server yet.")
+
+
+@api_view(["POST"])
+def account_topup(request: HttpRequest, state: ApiRequestState) -> dict[str, Any]:
+    from billing.topup import TopUpError, TopUpUnavailable, api_topup
+
+    caller = state.caller
+    assert caller is not None
+    body = parse_json_body(request)
+    if "amount_usd" not in body:
+        raise field_error("amount_usd", 'amount_usd is required, e.g. {"amount_usd": "25"}.', code="MISSING_FIELD")
+    base_url = settings.SITE_URL or request.build_absolute_uri("/").rstrip("/")
+    try:
+        checkout_url = api_topup(caller.account, body["amount_usd"], base_url)
+    except TopUpError as exc:
+        raise field_error(exc.field, exc.message) from exc
+    except TopUpUnavailable as exc:
+        raise ApiError(503, "PAYMENTS_UNAVAILABLE", str(exc)) from exc
+    return {"checkout_url": checkout_url}
