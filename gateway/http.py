@@ -30,6 +30,7 @@ def client_for(role: str, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.Asy
     per_loop = _clients.setdefault(loop, {})
     client = per_loop.get(role)
     if client is None or client.is_closed:
+        discard_clients_of_closed_loops()
         limits = httpx.Limits(max_connections=settings.UPSTREAM_MAX_CONNECTIONS, max_keepalive_connections=100)
         client = httpx.AsyncClient(
             transport=AiohttpTransport(limits=limits),
@@ -39,6 +40,26 @@ def client_for(role: str, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.Asy
         )
         per_loop[role] = client
     return client
+
+
+def discard_clients_of_closed_loops() -> None:
+    """Drop pooled clients whose event loop has closed, releasing their aiohttp sessions.
+
+    A server keeps one loop for its life; callers that run each request on a fresh loop
+    (asgiref's async_to_sync, as Django's test client does) would otherwise leave one unclosed
+    session per loop. The loop is gone, so the session cannot be awaited closed: its connector
+    is closed synchronously, which is what aiohttp's own close does once the loop is stopped.
+    """
+    for loop in list(_clients):
+        if not loop.is_closed():
+            continue
+        for client in _clients.pop(loop, {}).values():
+            session = getattr(client._transport, "client", None)  # noqa: SLF001
+            connector = getattr(session, "_connector", None)
+            if connector is not None and not connector.closed:
+                connector._close()  # noqa: SLF001
+            if session is not None:
+                session._connector = None  # noqa: SLF001
 
 
 class UnsafeUrl(ValueError):

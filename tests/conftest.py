@@ -22,3 +22,11 @@ def on_postgres(settings):
 
 def pytest_report_header(config):
     return f"database: {'DATABASE_URL' if os.environ.get('DATABASE_URL') else 'SQLite'}; redis: {'REDIS_URL' if os.environ.get('REDIS_URL') else 'none'}"
+
+
+@pytest.fixture(autouse=True)
+def _release_upstream_clients():
+    yield
+    from gateway.http import discard_clients_of_closed_loops
+
+    discard_clients_of_closed_loops()

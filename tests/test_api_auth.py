@@ -52,7 +52,7 @@ def test_a_valid_key_gets_past_authentication_on_any_v1_route(client):
     unknown = client.get("/v1/no/such/route", **bearer(secret))
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "NOT_FOUND"
-    later = client.post("/v1/ai/chat", **bearer(secret))
+    later = client.post("/v1/ai/batch/submit", **bearer(secret))
     assert later.status_code == 501
     assert later.json()["error"]["code"] == "NOT_IMPLEMENTED"
 
