@@ -61,6 +61,29 @@ class EmbedResult:
     model: str
 
 
+@dataclass
+class Speech:
+    audio: bytes
+    format: str
+    mime_type: str
+    duration_seconds: float
+
+
+@dataclass
+class Transcript:
+    text: str
+    language: str
+    duration_seconds: float
+    segments: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class Upscaled:
+    png: bytes
+    original_size: tuple[int, int]
+    new_size: tuple[int, int]
+
+
 class VendorError(Exception):
     """An upstream failure. `retryable` ones (429, 5xx, timeouts) may fail over to another model."""
 
@@ -114,3 +137,30 @@ class Vendor:
 
     async def embed(self, model: str, inputs: list[str], dimensions: int | None, credential: Credential) -> EmbedResult:
         raise VendorError(f"{self.name} does not serve embeddings", status=400, code="UNSUPPORTED_CAPABILITY")
+
+    async def rerank(
+        self, model: str, query: str, documents: list[str], top_n: int | None, credential: Credential
+    ) -> list[dict[str, Any]]:
+        """[{index, relevance_score}] best first."""
+        raise VendorError(f"{self.name} does not serve rerank", status=400, code="UNSUPPORTED_CAPABILITY")
+
+    async def image(self, model: str, prompt: str, size: str, n: int, credential: Credential) -> list[bytes | str]:
+        """PNG bytes or image URLs, one per image."""
+        raise VendorError(f"{self.name} does not serve images", status=400, code="UNSUPPORTED_CAPABILITY")
+
+    async def vision(self, model: str, prompt: str, images: list[bytes], credential: Credential) -> ChatResult:
+        raise VendorError(f"{self.name} does not serve vision", status=400, code="UNSUPPORTED_CAPABILITY")
+
+    async def tts(self, model: str, text: str, voice: str | None, audio_format: str, credential: Credential) -> Speech:
+        raise VendorError(f"{self.name} does not serve speech", status=400, code="UNSUPPORTED_CAPABILITY")
+
+    async def asr(
+        self, model: str, audio: bytes, mime: str | None, language: str | None, credential: Credential
+    ) -> Transcript:
+        raise VendorError(f"{self.name} does not serve transcription", status=400, code="UNSUPPORTED_CAPABILITY")
+
+    async def upscale(self, model: str, image: bytes, factor: int, credential: Credential) -> Upscaled:
+        raise VendorError(f"{self.name} does not upscale images", status=400, code="UNSUPPORTED_CAPABILITY")
+
+    def voices(self) -> list[dict[str, Any]]:
+        return []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.conf import settings
 
@@ -22,7 +22,10 @@ from gateway.vendors.base import (
     ChatResult,
     Credential,
     EmbedResult,
+    Speech,
     StreamCut,
+    Transcript,
+    Upscaled,
     Usage,
     Vendor,
     VendorError,
@@ -39,6 +42,8 @@ HEADER_DIRECTIVES = {
     "cut-stream": "cut-stream",
 }
 SANDBOX_CREDENTIAL = Credential(api_key="", base_url="sandbox:")
+# What a vendor like OpenAI bills for one low-detail image in a vision prompt.
+VISION_TOKENS_PER_IMAGE = 85
 
 
 def catalog_model_id(model: str) -> str:
@@ -64,7 +69,9 @@ def _map_error(exc: sandbox_errors.SandboxError) -> VendorError:
 class Sandbox(Vendor):
     name: ClassVar[str] = "sandbox"
     label: ClassVar[str] = "Sandbox (offline)"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "embed"})
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"chat", "embed", "image", "vision", "tts", "asr", "rerank", "upscale", "realtime"}
+    )
 
     def platform_credential(self) -> Credential | None:
         return SANDBOX_CREDENTIAL if settings.SANDBOX_ENABLED else None
@@ -116,3 +123,72 @@ class Sandbox(Vendor):
             raise _map_error(exc) from exc
         used = sum(tokens.count_text(text) for text in inputs)
         return EmbedResult(embeddings=vectors, usage=Usage(input_tokens=used), model=model)
+
+    async def rerank(
+        self, model: str, query: str, documents: list[str], top_n: int | None, credential: Credential
+    ) -> list[dict[str, Any]]:
+        from gateway.sandbox import rerank
+
+        try:
+            return [dict(row) for row in rerank.rerank(query, documents, top_n=top_n)]
+        except sandbox_errors.SandboxError as exc:
+            raise _map_error(exc) from exc
+
+    async def image(self, model: str, prompt: str, size: str, n: int, credential: Credential) -> list[bytes | str]:
+        from gateway.sandbox import images
+
+        try:
+            return await asyncio.to_thread(lambda: [images.generate(prompt, size, variant=i) for i in range(n)])
+        except sandbox_errors.SandboxError as exc:
+            raise _map_error(exc) from exc
+
+    async def vision(self, model: str, prompt: str, images: list[bytes], credential: Credential) -> ChatResult:
+        from gateway.sandbox import tokens, vision
+
+        try:
+            parts = await asyncio.to_thread(lambda: [vision.describe(image, prompt) for image in images])
+        except sandbox_errors.SandboxError as exc:
+            raise _map_error(exc) from exc
+        content = "\n\n".join(parts if len(parts) == 1 else [f"Image {i + 1}: {text}" for i, text in enumerate(parts)])
+        usage = Usage(tokens.count_text(prompt) + VISION_TOKENS_PER_IMAGE * len(images), tokens.count_text(content))
+        return ChatResult(content=content, finish_reason="stop", usage=usage, model=model)
+
+    async def tts(self, model: str, text: str, voice: str | None, audio_format: str, credential: Credential) -> Speech:
+        from gateway.sandbox import speech
+
+        try:
+            result = await asyncio.to_thread(speech.synthesize, text, voice, 1.0, audio_format)
+        except sandbox_errors.SandboxError as exc:
+            raise _map_error(exc) from exc
+        return Speech(result.audio, result.format, result.mime_type, result.duration)
+
+    async def asr(
+        self, model: str, audio: bytes, mime: str | None, language: str | None, credential: Credential
+    ) -> Transcript:
+        from gateway.sandbox import speech
+
+        try:
+            result = await asyncio.to_thread(speech.transcribe, audio, mime, language or "en")
+        except sandbox_errors.SandboxError as exc:
+            raise _map_error(exc) from exc
+        return Transcript(result["text"], result["language"], result["duration"], [dict(s) for s in result["segments"]])
+
+    async def upscale(self, model: str, image: bytes, factor: int, credential: Credential) -> Upscaled:
+        from gateway.sandbox import images
+
+        try:
+            result = await asyncio.to_thread(images.upscale, image, factor)
+        except sandbox_errors.SandboxError as exc:
+            raise _map_error(exc) from exc
+        return Upscaled(result.png, (result.original_width, result.original_height), (result.width, result.height))
+
+    def voices(self) -> list[dict[str, Any]]:
+        from gateway.sandbox import speech
+
+        try:
+            found = speech.voices()
+        except sandbox_errors.SandboxError:
+            return []
+        return [
+            {"id": v.id, "name": v.name, "language": v.language, "gender": v.gender, "vendor": "sandbox"} for v in found
+        ]
