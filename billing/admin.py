@@ -3,7 +3,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from billing.models import CreditBalance, Hold, LedgerEntry
+from billing.models import CreditBalance, Hold, LedgerEntry, StripeEvent, TopUp
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -43,3 +43,19 @@ class CreditBalanceAdmin(ReadOnlyAdmin):
 class HoldAdmin(ReadOnlyAdmin):
     list_display = ["public_id", "account", "amount_nano", "state", "created_at", "expires_at"]
     list_filter = ["state"]
+
+
+@admin.register(TopUp)
+class TopUpAdmin(ReadOnlyAdmin):
+    """Changed only by Stripe's webhooks (billing/webhooks.py)."""
+
+    list_display = ["public_id", "account", "amount_nano", "state", "credited_nano", "refunded_nano", "created_at"]
+    list_filter = ["state", "origin"]
+    search_fields = ["public_id", "checkout_session_id", "payment_intent_id", "account__public_id"]
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(ReadOnlyAdmin):
+    list_display = ["event_id", "type", "deliveries", "outcome", "received_at", "processed_at"]
+    list_filter = ["type"]
+    search_fields = ["event_id"]

@@ -123,3 +123,70 @@ class UsageRecord(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["account", "-created_at"], name="usage_account_time")]
+
+
+# --- Stripe top-up ----------------------------------------------------------------------------
+
+
+class TopUpState(models.TextChoices):
+    PENDING = "pending", "Waiting for payment"
+    PAID = "paid", "Paid"
+    FAILED = "failed", "Failed"
+    EXPIRED = "expired", "Expired"
+
+
+def _topup_id() -> str:
+    return public_id("topup")
+
+
+class TopUp(models.Model):
+    """One Stripe Checkout attempt to buy credit. Credited only by a verified Stripe webhook.
+
+    The ledger reference of its credit is ``topup:<checkout session id>``, so the credit is
+    posted once however often Stripe repeats its events.
+    """
+
+    public_id = models.CharField(max_length=40, unique=True, default=_topup_id, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="topups")
+    amount_nano = models.BigIntegerField(help_text="Amount asked for, nano-USD")
+    credited_nano = models.BigIntegerField(default=0, help_text="Credit posted when Stripe confirmed the payment")
+    refunded_nano = models.BigIntegerField(default=0, help_text="Refunds taken back from the balance")
+    state = models.CharField(max_length=10, choices=TopUpState.choices, default=TopUpState.PENDING)
+    origin = models.CharField(max_length=10, default="console", help_text="console or api")
+    return_path = models.CharField(max_length=500, default="/billing/")
+    checkout_session_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    checkout_url = models.URLField(max_length=2000, blank=True)
+    payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
+    failure = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    paid_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["account", "-created_at"], name="topup_account_time")]
+        constraints = [models.CheckConstraint(condition=models.Q(amount_nano__gt=0), name="topup_amount_positive")]
+
+    def __str__(self) -> str:
+        return f"{self.public_id} ({self.state})"
+
+
+class StripeEvent(models.Model):
+    """Every Stripe event received, stored once under its Stripe id (a repeat only counts)."""
+
+    event_id = models.CharField(max_length=255)
+    type = models.CharField(max_length=100)
+    livemode = models.BooleanField(default=False)
+    payload = models.JSONField()
+    deliveries = models.PositiveIntegerField(default=1)
+    outcome = models.CharField(max_length=200, blank=True)
+    last_error = models.TextField(blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        constraints = [models.UniqueConstraint(fields=["event_id"], name="stripe_event_id_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} ({self.type})"
