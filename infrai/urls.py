@@ -5,5 +5,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("auth/", include("social_django.urls", namespace="social")),
     path("v1/", include("gateway.urls")),
+    path("billing/", include("billing.urls")),
     path("", include("console.urls")),
 ]
