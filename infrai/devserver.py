@@ -1,7 +1,8 @@
 """`make run`: the web server plus the background processes the console needs, in one command.
 
-Starts daphne on HOST:PORT and the hold sweeper; later pieces (the local Stripe stand-in, the
-job worker) register here too. Ctrl-C stops them all; if one dies, the others are stopped.
+Starts daphne on HOST:PORT, the hold sweeper and, when no real Stripe key is configured, the
+local Stripe stand-in (devtools/stripe_standin); later pieces (the job worker) register here
+too. Ctrl-C stops them all; if one dies, the others are stopped.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 PYTHON = sys.executable
 
@@ -23,13 +25,59 @@ class Process:
     env: dict[str, str] | None = None
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def stripe_standin(env: dict[str, str]) -> Process | None:
+    """The local Stripe stand-in, when settings would point the SDK at it; else None.
+
+    Mirrors infrai/settings/base.py: with no STRIPE_SECRET_KEY the SDK goes to STRIPE_API_BASE,
+    by default http://127.0.0.1:STRIPE_STANDIN_PORT. A real key (or an API base elsewhere)
+    means real Stripe, and nothing is started.
+    """
+    if env.get("STRIPE_SECRET_KEY"):
+        return None
+    api_base = env.get("STRIPE_API_BASE") or f"http://127.0.0.1:{env.get('STRIPE_STANDIN_PORT') or '8420'}"
+    parts = urlsplit(api_base)
+    if parts.hostname not in LOCAL_HOSTS or parts.port is None:
+        return None
+    host = env.get("HOST", "127.0.0.1")
+    web_host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    if ":" in web_host and not web_host.startswith("["):
+        web_host = f"[{web_host}]"
+    webhook_url = f"http://{web_host}:{env.get('PORT', '8000')}/billing/stripe/webhook/"
+    var_dir = env.get("INFRAI_VAR_DIR") or "var"
+    return Process(
+        "stripe",
+        [
+            PYTHON,
+            "-m",
+            "devtools.stripe_standin",
+            "--host",
+            parts.hostname,
+            "--port",
+            str(parts.port),
+            "--webhook-url",
+            webhook_url,
+            "--webhook-secret",
+            env.get("STRIPE_WEBHOOK_SECRET") or "whsec_standin_local_only",
+            "--state-file",
+            os.path.join(var_dir, "stripe-standin.pickle"),
+        ],
+    )
+
+
 def planned_processes(env: dict[str, str]) -> list[Process]:
     host = env.get("HOST", "127.0.0.1")
     port = env.get("PORT", "8000")
-    return [
+    processes = [
         Process("web", [PYTHON, "-m", "daphne", "-b", host, "-p", port, "infrai.asgi:application"]),
         Process("sweeper", [PYTHON, "manage.py", "sweep_holds", "--loop"]),
     ]
+    standin = stripe_standin(env)
+    if standin is not None:
+        processes.append(standin)
+    return processes
 
 
 def main() -> int:
