@@ -1,0 +1,544 @@
+"""`/v1/ai/*` capabilities other than chat. Each view: validate, then `capabilities.metered`."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest
+
+from gateway import capabilities, files
+from gateway.api import ApiRequestState, api_view_async, field_error, parse_json_body
+from gateway.capabilities import facts, metered, route
+from gateway.chat import meta
+from gateway.inputs import integer, media, optional_str, required_str
+from gateway.routing import Candidate
+from gateway.sandbox import tokens
+from gateway.vendors.base import Usage
+from gateway.views_ai import run_idempotent
+
+MAX_EMBED_INPUTS = 2048
+MAX_IMAGES = 4
+SIZE_PATTERN = r"^\d{2,4}x\d{2,4}$"
+AUDIO_FORMATS = ("mp3", "wav", "ogg", "pcm", "opus", "flac")
+# An upper bound for holds: compressed speech is rarely under 8 kB per second.
+MIN_AUDIO_BYTES_PER_SECOND = 8000
+
+
+def embed_inputs(body: dict[str, Any]) -> list[str]:
+    value = body.get("input")
+    if value is None:
+        raise field_error("input", "input is required: a string or a list of strings.", code="MISSING_FIELD")
+    inputs = [value] if isinstance(value, str) else value
+    if not isinstance(inputs, list) or not inputs or len(inputs) > MAX_EMBED_INPUTS:
+        raise field_error("input", f"input must be a string or a list of 1 to {MAX_EMBED_INPUTS} strings.")
+    for i, text in enumerate(inputs):
+        if not isinstance(text, str) or not text:
+            raise field_error(f"input[{i}]", "each input must be a non-empty string.")
+    return inputs
+
+
+async def run_embed(request: HttpRequest, state: ApiRequestState, body: dict[str, Any]) -> capabilities.Served:
+    inputs = embed_inputs(body)
+    dimensions = integer(body, "dimensions", None, 1, 4096)
+    chain = await route(state.caller, "embed", body)  # type: ignore[arg-type]
+    counted = sum(tokens.count_text(text) for text in inputs)
+
+    async def call(candidate: Candidate) -> tuple[Any, int, Any]:
+        result = await candidate.vendor.embed(candidate.model_name, inputs, dimensions, candidate.credential)
+        used = result.usage.input_tokens or counted
+        return (
+            result,
+            capabilities.input_tokens_nano(candidate.entry, used),
+            facts("embed", candidate, input_tokens=used),
+        )
+
+    return await metered(
+        request, state, "embed", chain, lambda c: capabilities.input_tokens_nano(c.entry, counted), call
+    )
+
+
+@api_view_async(["POST"])
+async def ai_embed(request: HttpRequest, state: ApiRequestState) -> Any:
+    body = parse_json_body(request)
+
+    async def produce() -> dict[str, Any]:
+        served = await run_embed(request, state, body)
+        return {
+            "embeddings": served.result.embeddings,
+            "model": served.candidate.model_name,
+            "usage": {
+                "prompt_tokens": served.result.usage.input_tokens,
+                "total_tokens": served.result.usage.input_tokens,
+            },
+            "_metadata": served.metadata,
+        }
+
+    return await run_idempotent(request, state, "ai.embed", body, produce)
+
+
+def float32_base64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+@api_view_async(["POST"])
+async def openai_embeddings(request: HttpRequest, state: ApiRequestState) -> Any:
+    body = parse_json_body(request)
+    encoding = optional_str(body, "encoding_format", ("float", "base64")) or "float"
+
+    async def produce() -> dict[str, Any]:
+        served = await run_embed(request, state, body)
+        data = [
+            {"object": "embedding", "index": i, "embedding": float32_base64(v) if encoding == "base64" else v}
+            for i, v in enumerate(served.result.embeddings)
+        ]
+        used = served.result.usage.input_tokens
+        return {
+            "object": "list",
+            "data": data,
+            "model": served.candidate.model_name,
+            "usage": {"prompt_tokens": used, "total_tokens": used},
+            "_metadata": served.metadata,
+        }
+
+    return await run_idempotent(request, state, "embeddings", body, produce)
+
+
+# --- Images -----------------------------------------------------------------------------------
+
+
+async def run_image(request: HttpRequest, state: ApiRequestState, body: dict[str, Any]) -> capabilities.Served:
+    import re
+
+    prompt = required_str(body, "prompt", 4000)
+    size = body.get("size", "1024x1024")
+    if not isinstance(size, str) or not re.match(SIZE_PATTERN, size):
+        raise field_error("size", "size must look like 1024x1024.")
+    n = integer(body, "n", 1, 1, MAX_IMAGES)
+    assert n is not None
+    chain = await route(state.caller, "image", body)  # type: ignore[arg-type]
+
+    async def call(candidate: Candidate) -> tuple[Any, int, Any]:
+        images = await candidate.vendor.image(candidate.model_name, prompt, size, n, candidate.credential)
+        return (
+            images,
+            capabilities.per_image_nano(candidate.entry, n),
+            facts("image", candidate, units={"images": n, "size": size}),
+        )
+
+    return await metered(request, state, "image", chain, lambda c: capabilities.per_image_nano(c.entry, n), call)
+
+
+async def store_images(
+    request: HttpRequest, state: ApiRequestState, images: list[bytes | str], with_b64: bool
+) -> list[dict[str, Any]]:
+    account = state.caller.account.public_id  # type: ignore[union-attr]
+    out = []
+    for image in images:
+        if isinstance(image, str):
+            out.append({"url": image})
+            continue
+        name = await sync_to_async(files.save)(account, "images", image, "png")
+        url, expires_at = files.signed_url(files.base_url_of(request), name, 24 * 3600)
+        item: dict[str, Any] = {"url": url, "expires_at": expires_at}
+        if with_b64:
+            item["b64"] = base64.b64encode(image).decode()
+        out.append(item)
+    return out
+
+
+@api_view_async(["POST"])
+async def ai_image(request: HttpRequest, state: ApiRequestState) -> Any:
+    body = parse_json_body(request)
+    with_b64 = body.get("response_format") == "b64_json" or body.get("b64") is True
+
+    async def produce() -> dict[str, Any]:
+        served = await run_image(request, state, body)
+        return {"images": await store_images(request, state, served.result, with_b64), "_metadata": served.metadata}
+
+    return await run_idempotent(request, state, "ai.image", body, produce)
+
+
+@api_view_async(["POST"])
+async def openai_images(request: HttpRequest, state: ApiRequestState) -> Any:
+    import time
+
+    body = parse_json_body(request)
+    response_format = optional_str(body, "response_format", ("url", "b64_json")) or "url"
+
+    async def produce() -> dict[str, Any]:
+        served = await run_image(request, state, body)
+        stored = await store_images(request, state, served.result, response_format == "b64_json")
+        data = [
+            {"b64_json": s["b64"]} if response_format == "b64_json" and "b64" in s else {"url": s["url"]}
+            for s in stored
+        ]
+        return {"created": int(time.time()), "data": data, "_metadata": served.metadata}
+
+    return await run_idempotent(request, state, "images.generations", body, produce)
+
+
+# --- Vision -----------------------------------------------------------------------------------
+
+
+@api_view_async(["POST"])
+async def ai_vision(request: HttpRequest, state: ApiRequestState) -> Any:
+    body = parse_json_body(request)
+    prompt = required_str(body, "prompt", 20_000)
+    raw_images = body.get("images")
+    if not isinstance(raw_images, list) or not 1 <= len(raw_images) <= MAX_IMAGES:
+        raise field_error(
+            "images", f"images must be a list of 1 to {MAX_IMAGES} items of {{url}} or {{base64, mime?}}."
+        )
+    images = [(await media(item, f"images[{i}]"))[0] for i, item in enumerate(raw_images)]
+    chain = await route(state.caller, "vision", body)  # type: ignore[arg-type]
+    prompt_tokens = tokens.count_text(prompt) + 85 * len(images)
+
+    def worst(candidate: Candidate) -> int:
+        from gateway import catalog
+
+        return catalog.token_cost_nano(candidate.entry, prompt_tokens, catalog.output_limit(candidate.entry))
+
+    async def call(candidate: Candidate) -> tuple[Any, int, Any]:
+        from gateway import catalog
+
+        result = await candidate.vendor.vision(candidate.model_name, prompt, images, candidate.credential)
+        cost = catalog.token_cost_nano(candidate.entry, result.usage.input_tokens, result.usage.output_tokens)
+        return (
+            result,
+            cost,
+            facts(
+                "vision", candidate, input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens
+            ),
+        )
+
+    async def produce() -> dict[str, Any]:
+        served = await metered(request, state, "vision", chain, worst, call)
+        usage: Usage = served.result.usage
+        return {
+            "content": served.result.content,
+            "finish_reason": served.result.finish_reason,
+            "model": served.candidate.model_name,
+            "usage": {
+                "prompt_tokens": usage.input_tokens,
+                "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+            },
+            "_metadata": served.metadata,
+        }
+
+    return await run_idempotent(request, state, "ai.vision", body, produce)
+
+
+# --- Speech -----------------------------------------------------------------------------------
+
+
+async def run_tts(
+    request: HttpRequest,
+    state: ApiRequestState,
+    body: dict[str, Any],
+    text_field: str = "input",
+    format_field: str = "format",
+) -> capabilities.Served:
+    text = required_str(body, text_field, 4096)
+    voice = optional_str(body, "voice")
+    audio_format = optional_str(body, format_field, AUDIO_FORMATS) or "mp3"
+    chain = await route(state.caller, "tts", body)  # type: ignore[arg-type]
+
+    async def call(candidate: Candidate) -> tuple[Any, int, Any]:
+        speech = await candidate.vendor.tts(candidate.model_name, text, voice, audio_format, candidate.credential)
+        cost = capabilities.per_kchar_nano(candidate.entry, len(text))
+        return (
+            speech,
+            cost,
+            facts("tts", candidate, units={"characters": len(text), "seconds": round(speech.duration_seconds, 3)}),
+        )
+
+    return await metered(request, state, "tts", chain, lambda c: capabilities.per_kchar_nano(c.entry, len(text)), call)
+
+
+@api_view_async(["POST"])
+async def ai_tts(request: HttpRequest, state: ApiRequestState) -> Any:
+    body = parse_json_body(request)
+
+    async def produce() -> dict[str, Any]:
+        served = await run_tts(request, state, body)
+        speech = served.result
+        name = await sync_to_async(files.save)(state.caller.account.public_id, "speech", speech.audio, speech.format)  # type: ignore[union-attr]
+        url, expires_at = files.signed_url(files.base_url_of(request), name)
+        return {
+            "audio_url": url,
+            "format": speech.format,
+            "expires_at": expires_at,
+            "duration_seconds": round(speech.duration_seconds, 3),
+            "_metadata": served.metadata,
+        }
+
+    return await run_idempotent(request, state, "ai.tts", body, produce)
+
+
+@api_view_async(["POST"])
+async def openai_speech(request: HttpRequest, state: ApiRequestState) -> Any:
+    from django.http import HttpResponse
+
+    body = parse_json_body(request)
+    served = await run_tts(request, state, body, format_field="response_format")
+    response = HttpResponse(served.result.audio, content_type=served.result.mime_type)
+    response["X-Infrai-Cost-Usd"] = served.metadata["cost_usd"]
+    response["X-Infrai-Vendor"] = served.metadata["vendor"]
+    return response
+
+
+async def run_asr(
+    request: HttpRequest, state: ApiRequestState, body: dict[str, Any], audio: bytes, mime: str | None
+) -> capabilities.Served:
+    language = optional_str(body, "language")
+    chain = await route(state.caller, "asr", body)  # type: ignore[arg-type]
+    longest_seconds = len(audio) / MIN_AUDIO_BYTES_PER_SECOND + 1
+
+    async def call(candidate: Candidate) -> tuple[Any, int, Any]:
+        transcript = await candidate.vendor.asr(candidate.model_name, audio, mime, language, candidate.credential)
+        cost = capabilities.per_minute_nano(candidate.entry, transcript.duration_seconds)
+        return transcript, cost, facts("asr", candidate, units={"seconds": round(transcript.duration_seconds, 3)})
+
+    return await metered(
+        request, state, "asr", chain, lambda c: capabilities.per_minute_nano(c.entry, longest_seconds), call
+    )
+
+
+@api_view_async(["POST"])
+async def ai_asr(request: HttpRequest, state: ApiRequestState) -> Any:
+    body = parse_json_body(request)
+    if "audio" not in body:
+        raise field_error("audio", "audio is required: {url} or {base64, mime?}.", code="MISSING_FIELD")
+    audio, mime = await media(body["audio"], "audio")
+
+    async def produce() -> dict[str, Any]:
+        served = await run_asr(request, state, body, audio, mime)
+        t = served.result
+        return {
+            "text": t.text,
+            "language": t.language,
+            "duration_seconds": round(t.duration_seconds, 3),
+            "segments": t.segments,
+            "_metadata": served.metadata,
+        }
+
+    return await run_idempotent(request, state, "ai.asr", body, produce)
+
+
+@api_view_async(["POST"])
+async def openai_transcriptions(request: HttpRequest, state: ApiRequestState) -> Any:
+    from django.http import HttpResponse
+
+    upload = request.FILES.get("file")
+    if upload is None:
+        raise field_error("file", "file is required (multipart/form-data).", code="MISSING_FIELD")
+    body = {k: request.POST.get(k) for k in ("model", "language", "vendor") if request.POST.get(k)}
+    response_format = request.POST.get("response_format") or "json"
+    if response_format not in ("json", "text", "verbose_json"):
+        raise field_error("response_format", "response_format must be json, text or verbose_json.")
+    served = await run_asr(request, state, body, upload.read(), upload.content_type)
+    t = served.result
+    if response_format == "text":
+        return HttpResponse(t.text, content_type="text/plain; charset=utf-8")
+    result: dict[str, Any] = {"text": t.text, "_metadata": served.metadata}
+    if response_format == "verbose_json":
+        result.update(
+            {"task": "transcribe", "language": t.language, "duration": t.duration_seconds, "segments": t.segments}
+        )
+    return result
+
+
+# --- Rerank and upscale -----------------------------------------------------------------------
+
+
+@api_view_async(["POST"])
+async def ai_rerank(request: HttpRequest, state: ApiRequestState) -> Any:
+    body = parse_json_body(request)
+    query = required_str(body, "query", 10_000)
+    raw = body.get("documents")
+    if not isinstance(raw, list) or not raw or len(raw) > 1000:
+        raise field_error("documents", "documents must be a list of 1 to 1000 strings or {text} objects.")
+    documents = []
+    for i, doc in enumerate(raw):
+        text = doc.get("text") if isinstance(doc, dict) else doc
+        if not isinstance(text, str) or not text:
+            raise field_error(f"documents[{i}]", "each document must be a non-empty string or {text}.")
+        documents.append(text)
+    top_n = integer(body, "top_n", None, 1, len(documents))
+    chain = await route(state.caller, "rerank", body)  # type: ignore[arg-type]
+    counted = tokens.count_text(query) * len(documents) + sum(tokens.count_text(d) for d in documents)
+
+    async def call(candidate: Candidate) -> tuple[Any, int, Any]:
+        ranked = await candidate.vendor.rerank(candidate.model_name, query, documents, top_n, candidate.credential)
+        return (
+            ranked,
+            capabilities.input_tokens_nano(candidate.entry, counted),
+            facts("rerank", candidate, input_tokens=counted, units={"documents": len(documents)}),
+        )
+
+    async def produce() -> dict[str, Any]:
+        served = await metered(
+            request, state, "rerank", chain, lambda c: capabilities.input_tokens_nano(c.entry, counted), call
+        )
+        return {"results": served.result, "model": served.candidate.model_name, "_metadata": served.metadata}
+
+    return await run_idempotent(request, state, "ai.rerank", body, produce)
+
+
+@api_view_async(["POST"])
+async def ai_upscale(request: HttpRequest, state: ApiRequestState) -> Any:
+    body = parse_json_body(request)
+    if "image" not in body:
+        raise field_error("image", "image is required: a URL, base64, or {url}/{base64}.", code="MISSING_FIELD")
+    factor = body.get("factor", 2)
+    if factor not in (2, 4) or isinstance(factor, bool):
+        raise field_error("factor", "factor must be 2 or 4.")
+    image, _ = await media(body["image"], "image")
+    chain = await route(state.caller, "upscale", body)  # type: ignore[arg-type]
+
+    async def call(candidate: Candidate) -> tuple[Any, int, Any]:
+        result = await candidate.vendor.upscale(candidate.model_name, image, factor, candidate.credential)
+        return (
+            result,
+            capabilities.per_image_nano(candidate.entry, 1),
+            facts("upscale", candidate, units={"images": 1, "factor": factor}),
+        )
+
+    async def produce() -> dict[str, Any]:
+        served = await metered(
+            request, state, "upscale", chain, lambda c: capabilities.per_image_nano(c.entry, 1), call
+        )
+        stored = await store_images(request, state, [served.result.png], False)
+        return {
+            "image": stored[0]["url"],
+            "expires_at": stored[0].get("expires_at"),
+            "original_size": {"width": served.result.original_size[0], "height": served.result.original_size[1]},
+            "new_size": {"width": served.result.new_size[0], "height": served.result.new_size[1]},
+            "_metadata": served.metadata,
+        }
+
+    return await run_idempotent(request, state, "ai.image.upscale", body, produce)
+
+
+# --- Free calls: voices, token counts ---------------------------------------------------------
+
+
+def _cursor(request: HttpRequest, total: int) -> tuple[int, int]:
+    raw_limit = request.GET.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 200:
+        raise field_error("limit", "limit must be an integer from 1 to 200.")
+    cursor = request.GET.get("cursor")
+    offset = 0
+    if cursor:
+        try:
+            offset = int(base64.urlsafe_b64decode(cursor.encode()).decode().removeprefix("o:"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise field_error("cursor", "cursor is not one this API gave out.") from exc
+        if not 0 <= offset <= total:
+            raise field_error("cursor", "cursor is out of range.")
+    return offset, int(raw_limit)
+
+
+def _next_cursor(offset: int, limit: int, total: int) -> str | None:
+    nxt = offset + limit
+    return base64.urlsafe_b64encode(f"o:{nxt}".encode()).decode() if nxt < total else None
+
+
+@api_view_async(["GET"])
+async def tts_voices(request: HttpRequest, state: ApiRequestState) -> Any:
+    from gateway.routing import credential_for
+    from gateway.vendors import VENDORS
+
+    voices: list[dict[str, Any]] = []
+    for vendor in VENDORS.values():
+        if (
+            "tts" in vendor.capabilities
+            and await sync_to_async(credential_for)(state.caller.account, vendor) is not None
+        ):  # type: ignore[union-attr]
+            voices.extend(await sync_to_async(vendor.voices)())
+    offset, limit = _cursor(request, len(voices))
+    return {
+        "voices": voices[offset : offset + limit],
+        "total_count": len(voices),
+        "next_cursor": _next_cursor(offset, limit, len(voices)),
+    }
+
+
+@api_view_async(["POST"])
+async def tokens_count(request: HttpRequest, state: ApiRequestState) -> Any:
+    from gateway.chat import _messages
+
+    body = parse_json_body(request)
+    if "messages" not in body:
+        raise field_error("messages", "messages is required.", code="MISSING_FIELD")
+    messages = _messages(body["messages"])
+    model = optional_str(body, "model") or "sandbox-chat"
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise field_error("tools", "tools must be a list.")
+    encoding = tokens.encoding_name_for_model(model)
+    return {
+        "prompt_tokens": tokens.count_messages(messages, tools=tools, encoding=encoding),
+        "model": model,
+        "encoding": encoding,
+    }
+
+
+# --- Realtime voice sessions ------------------------------------------------------------------
+
+
+async def _session_token(request: HttpRequest, state: ApiRequestState, kind: str, default_ttl: int) -> dict[str, Any]:
+    from django.core import signing
+
+    from gateway import metering
+    from infrai.lib.ids import uuid7
+
+    body = parse_json_body(request)
+    ttl = integer(body, "ttl_seconds", default_ttl, 10, 3600)
+    assert ttl is not None
+    voice = optional_str(body, "voice")
+    chain = await route(state.caller, "realtime", body)  # type: ignore[arg-type]
+    candidate = chain[0]
+    # A session may only start with at least a minute of credit; its time is metered as it runs.
+    one_minute = capabilities.per_minute_nano(candidate.entry, 60)
+    hold = await metering.hold_or_402(request, state.caller, state.request_id, one_minute, f"{kind} session check")  # type: ignore[arg-type]
+    await metering.release_call(hold)
+    session_id = f"rt_{uuid7().hex}"
+    expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
+    token = signing.dumps(
+        {
+            "s": session_id,
+            "a": state.caller.account.public_id,
+            "k": kind,
+            "m": candidate.model_name,
+            "v": voice,
+            "e": int(expires_at.timestamp()),
+        },  # type: ignore[union-attr]
+        salt="infrai.realtime",
+    )
+    base = files.base_url_of(request).replace("http://", "ws://").replace("https://", "wss://")
+    return {
+        "session_id": session_id,
+        "token": token,
+        "expires_at": expires_at.isoformat(),
+        "ice_servers": [],
+        "model": candidate.model_name,
+        "voice": voice,
+        "websocket_url": f"{base}/ws/voice/{session_id}",
+        "_metadata": meta(state, candidate, 0),
+    }
+
+
+@api_view_async(["POST"])
+async def realtime_token(request: HttpRequest, state: ApiRequestState) -> Any:
+    return await _session_token(request, state, "realtime", 600)
+
+
+@api_view_async(["POST"])
+async def voice_session(request: HttpRequest, state: ApiRequestState) -> Any:
+    return await _session_token(request, state, "voice", 60)
