@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from infrai.lib.env import env_bool, env_decimal, env_int, env_list, env_str
 
@@ -198,6 +199,8 @@ EMAIL_SIGNUP_CREDIT_USD: Decimal = env_decimal("EMAIL_SIGNUP_CREDIT_USD", "0")
 # Project keys are stored as HMAC-SHA256(KEY_HASH_SECRET, key); changing it invalidates them.
 KEY_HASH_SECRET = env_str("KEY_HASH_SECRET", SECRET_KEY)
 IDEMPOTENCY_WINDOW_SECONDS = env_int("IDEMPOTENCY_WINDOW_SECONDS", 24 * 3600)
+if not 3600 <= IDEMPOTENCY_WINDOW_SECONDS <= 7 * 24 * 3600:
+    raise ImproperlyConfigured("IDEMPOTENCY_WINDOW_SECONDS must be from 3600 (1 h) to 604800 (7 d)")
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
