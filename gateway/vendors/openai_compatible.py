@@ -6,6 +6,7 @@ went away) closes the upstream response, which cancels the request.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
@@ -20,7 +21,9 @@ from gateway.vendors.base import (
     ChatResult,
     Credential,
     EmbedResult,
+    Speech,
     StreamCut,
+    Transcript,
     Usage,
     Vendor,
     VendorError,
@@ -53,7 +56,7 @@ def _error_detail(response: httpx.Response) -> str:
 class OpenAICompatible(Vendor):
     name: ClassVar[str] = "openai_compatible"
     label: ClassVar[str] = "OpenAI-compatible endpoint"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "embed"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"chat", "embed", "image", "tts", "asr"})
 
     def platform_credential(self) -> Credential | None:
         if settings.OPENAI_COMPATIBLE_BASE_URL:
@@ -81,9 +84,9 @@ class OpenAICompatible(Vendor):
     def headers(self, credential: Credential) -> dict[str, str]:
         return {"Authorization": f"Bearer {credential.api_key}"} if credential.api_key else {}
 
-    async def _post(self, url: str, body: dict[str, Any], credential: Credential) -> dict[str, Any]:
+    async def _send(self, method: str, url: str, credential: Credential, **kwargs: Any) -> httpx.Response:
         try:
-            response = await client_for(self.name).post(url, json=body, headers=self.headers(credential))
+            response = await client_for(self.name).request(method, url, headers=self.headers(credential), **kwargs)
         except httpx.TimeoutException as exc:
             raise timeout_error(self.label) from exc
         except httpx.HTTPError as exc:
@@ -92,6 +95,10 @@ class OpenAICompatible(Vendor):
             ) from exc
         if response.status_code >= 400:
             raise error_for_status(self.label, response.status_code, _error_detail(response))
+        return response
+
+    async def _post(self, url: str, body: dict[str, Any], credential: Credential) -> dict[str, Any]:
+        response = await self._send("POST", url, credential, json=body)
         try:
             return response.json()
         except ValueError as exc:
@@ -169,6 +176,54 @@ class OpenAICompatible(Vendor):
             embeddings=[row["embedding"] for row in rows],
             usage=_usage(data.get("usage")),
             model=data.get("model") or model,
+        )
+
+    async def image(self, model: str, prompt: str, size: str, n: int, credential: Credential) -> list[bytes | str]:
+        body = {"model": model, "prompt": prompt, "size": size, "n": n, "response_format": "b64_json"}
+        data = await self._post(credential.base_url.rstrip("/") + "/images/generations", body, credential)
+        images: list[bytes | str] = []
+        for item in data.get("data") or []:
+            if item.get("b64_json"):
+                images.append(base64.b64decode(item["b64_json"]))
+            elif item.get("url"):
+                images.append(item["url"])
+        if not images:
+            raise VendorError(f"{self.label} returned no images", retryable=True)
+        return images
+
+    async def tts(self, model: str, text: str, voice: str | None, audio_format: str, credential: Credential) -> Speech:
+        body = {"model": model, "input": text, "voice": voice or "alloy", "response_format": audio_format}
+        response = await self._send("POST", credential.base_url.rstrip("/") + "/audio/speech", credential, json=body)
+        mime = response.headers.get("content-type", f"audio/{audio_format}").split(";")[0]
+        # OpenAI does not report the duration; estimate it from speech at about 15 characters a second.
+        return Speech(response.content, audio_format, mime, len(text) / 15)
+
+    async def asr(
+        self, model: str, audio: bytes, mime: str | None, language: str | None, credential: Credential
+    ) -> Transcript:
+        data: dict[str, str] = {"model": model, "response_format": "verbose_json"}
+        if language:
+            data["language"] = language
+        extension = (mime or "audio/wav").split("/")[-1].split(";")[0]
+        response = await self._send(
+            "POST",
+            credential.base_url.rstrip("/") + "/audio/transcriptions",
+            credential,
+            data=data,
+            files={"file": (f"audio.{extension}", audio, mime or "application/octet-stream")},
+        )
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise VendorError(f"{self.label} sent a transcription that is not JSON", retryable=True) from exc
+        return Transcript(
+            text=body.get("text", ""),
+            language=body.get("language") or language or "",
+            duration_seconds=float(body.get("duration") or 0),
+            segments=[
+                {"start": s.get("start"), "end": s.get("end"), "text": s.get("text")}
+                for s in body.get("segments") or []
+            ],
         )
 
 

@@ -3,6 +3,7 @@ OpenAI's wire format (JSON, SSE with `data: [DONE]`, error bodies), with scripte
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -11,6 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+# A 1x1 PNG, enough for clients to decode.
+SIMULATED_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+)
 
 
 @dataclass
@@ -40,9 +46,38 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def do_GET(self) -> None:  # noqa: N802
+            script.requests.append({"path": self.path, "body": None})
+            script.auth_headers.append(self.headers.get("Authorization", ""))
+            if script.status != 200:
+                self._json(
+                    script.status, {"error": {"message": f"simulated {script.status}", "type": "invalid_request_error"}}
+                )
+                return
+            self._json(
+                200, {"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model", "owned_by": "openai"}]}
+            )
+
         def do_POST(self) -> None:  # noqa: N802
             length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
+            raw = self.rfile.read(length)
+            if self.path.endswith("/audio/transcriptions"):
+                script.requests.append({"path": self.path, "body": {"multipart_bytes": len(raw)}})
+                script.auth_headers.append(self.headers.get("Authorization", ""))
+                if script.status != 200:
+                    self._json(script.status, {"error": {"message": f"simulated {script.status}"}})
+                    return
+                self._json(
+                    200,
+                    {
+                        "text": script.reply,
+                        "language": "english",
+                        "duration": 2.5,
+                        "segments": [{"start": 0.0, "end": 2.5, "text": script.reply}],
+                    },
+                )
+                return
+            body = json.loads(raw or b"{}")
             script.requests.append({"path": self.path, "body": body})
             script.auth_headers.append(self.headers.get("Authorization", ""))
             if script.delay:
@@ -52,6 +87,18 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
                     script.status,
                     {"error": {"message": f"simulated {script.status}", "type": "server_error", "code": None}},
                 )
+                return
+            if self.path.endswith("/images/generations"):
+                png = base64.b64encode(SIMULATED_PNG).decode()
+                self._json(200, {"created": 0, "data": [{"b64_json": png} for _ in range(body.get("n", 1))]})
+                return
+            if self.path.endswith("/audio/speech"):
+                audio = b"ID3simulated-mp3-bytes"
+                self.send_response(200)
+                self.send_header("Content-Type", "audio/mpeg")
+                self.send_header("Content-Length", str(len(audio)))
+                self.end_headers()
+                self.wfile.write(audio)
                 return
             if self.path.endswith("/embeddings"):
                 inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
