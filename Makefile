@@ -22,6 +22,7 @@ run: install
 	$(BIN)/python -m infrai.devserver
 
 test: install
+	sh devtools/browser_deps.sh
 	$(BIN)/python manage.py makemigrations --check --dry-run > /dev/null || (echo "Model changes without migrations: run manage.py makemigrations" && exit 1)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

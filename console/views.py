@@ -155,15 +155,20 @@ def select_project(request: HttpRequest, project_id: str) -> HttpResponse:
 # --- Keys -------------------------------------------------------------------------------------
 
 
+NEW_KEY_SESSION_KEY = "new_key_secret"
+
+
 @login_required
 def keys_page(request: HttpRequest) -> HttpResponse:
     account = _account(request)
     project = current_project(request, account)
     form = KeyForm(request.POST or None)
-    new_secret = None
     if request.method == "POST" and form.is_valid():
-        new_secret = keys.create_key(project, label=form.cleaned_data["label"]).secret
-        form = KeyForm()
+        # Post/redirect/get: the secret rides in the session for exactly one page view, so a
+        # reload of the page that shows it cannot create a second key.
+        request.session[NEW_KEY_SESSION_KEY] = keys.create_key(project, label=form.cleaned_data["label"]).secret
+        return redirect("console:keys")
+    new_secret = request.session.pop(NEW_KEY_SESSION_KEY, None)
     return render(
         request,
         "console/keys.html",
@@ -192,7 +197,6 @@ def revoke_key(request: HttpRequest, key_id: str) -> HttpResponse:
 
 COMING = {
     "playground": ("Playground", "Chat, image, video and voice sessions, live over websockets."),
-    "byok": ("Bring your own key", "Register your own vendor credentials; calls then go through them."),
     "jobs": ("Jobs", "Batch jobs and video jobs, updating live."),
 }
 

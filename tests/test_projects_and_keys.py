@@ -47,7 +47,7 @@ def test_project_names_are_unique_within_an_account_with_a_field_error():
 def test_a_key_is_shown_once_then_only_its_prefix():
     account = make_account()
     client = signed_in_client(account)
-    created = client.post("/keys/", {"label": "laptop"})
+    created = client.post("/keys/", {"label": "laptop"}, follow=True)
     secret = _created_secret(created)
     assert len(secret) == len("ifr_pk_proj_") + 40
     listing = client.get("/keys/")
@@ -59,7 +59,7 @@ def test_a_key_is_shown_once_then_only_its_prefix():
 def test_a_key_created_in_the_console_works_on_the_api_until_revoked(client):
     account = make_account()
     console = signed_in_client(account)
-    secret = _created_secret(console.post("/keys/", {"label": "ci"}))
+    secret = _created_secret(console.post("/keys/", {"label": "ci"}, follow=True))
     assert client.get("/v1/account/balance", **bearer(secret)).status_code == 200
     key = ProjectKey.objects.get()
     listing = console.get("/keys/")
@@ -67,6 +67,16 @@ def test_a_key_created_in_the_console_works_on_the_api_until_revoked(client):
     console.post(f"/keys/{key.public_id}/revoke/")
     assert client.get("/v1/account/balance", **bearer(secret)).status_code == 401
     assert b"revoked" in console.get("/keys/").content
+
+
+def test_reloading_after_creating_a_key_creates_no_second_key():
+    client = signed_in_client(make_account())
+    created = client.post("/keys/", {"label": "once"})
+    assert created.status_code == 302 and created["Location"] == "/keys/"
+    secret = _created_secret(client.get("/keys/"))
+    again = client.get("/keys/")
+    assert secret.encode() not in again.content and b'data-testid="new-key"' not in again.content
+    assert ProjectKey.objects.filter(label="once").count() == 1
 
 
 def test_keys_belong_to_the_selected_project():

@@ -75,12 +75,6 @@ def test_email_sign_in_then_create_a_key_and_call_the_api(
     assert response.json()["balance_usd"] == "0.00"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the Keys page shows the new secret in the POST response itself, so reloading it posts the form "
-    "again and creates a second key (needs Post/Redirect/Get); remove this mark once fixed",
-)
 def test_reloading_the_new_key_page_creates_no_second_key(
     page: Page, live_url: str, mailbox: Mailbox, screenshot: Screenshots
 ) -> None:
