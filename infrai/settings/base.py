@@ -87,7 +87,11 @@ if DATABASE_URL:
         # A bounded pool per process: under ASGI every concurrent request runs its ORM work in
         # its own thread, so without a pool 100 requests would open 100 connections.
         DATABASES["default"]["OPTIONS"] = {
-            "pool": {"min_size": 1, "max_size": env_int("DB_POOL_MAX_SIZE", 10), "timeout": env_int("DB_POOL_TIMEOUT", 30)}
+            "pool": {
+                "min_size": 1,
+                "max_size": env_int("DB_POOL_MAX_SIZE", 10),
+                "timeout": env_int("DB_POOL_TIMEOUT", 30),
+            }
         }
 else:
     DATABASES = {
