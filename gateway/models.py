@@ -61,3 +61,6 @@ class CatalogModel(models.Model):
     def __str__(self) -> str:
         chip = f" on {self.chip}" if self.chip else ""
         return f"{self.vendor}/{self.model_id}{chip} ({self.capability})"
+
+
+from gateway.models_byok import BYOKCredential  # noqa: E402,F401
