@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from gateway import views_account, views_ai, views_capabilities, views_cost, views_openai
+from gateway import views_account, views_ai, views_byok, views_capabilities, views_cost, views_openai
 
 app_name = "gateway"
 
@@ -9,6 +9,10 @@ urlpatterns = [
     path("account/keys/<str:key_id>", views_account.account_key_detail, name="account_key_detail"),
     path("account/balance", views_account.account_balance, name="account_balance"),
     path("account/topup", views_account.account_topup, name="account_topup"),
+    path("account/byok", views_byok.byok_collection, name="account_byok"),
+    path("account/byok/<str:byok_id>", views_byok.byok_detail, name="account_byok_detail"),
+    path("account/byok/<str:byok_id>/test", views_byok.byok_test, name="account_byok_test"),
+    path("account/byok/<str:byok_id>/revoke", views_byok.byok_revoke, name="account_byok_revoke"),
     path("ai/chat", views_ai.ai_chat, name="ai_chat"),
     path("ai/embed", views_capabilities.ai_embed, name="ai_embed"),
     path("ai/image", views_capabilities.ai_image, name="ai_image"),
