@@ -1,6 +1,6 @@
 from django.urls import path
 
-from console import views, views_usage
+from console import views, views_byok, views_usage
 
 app_name = "console"
 
@@ -16,5 +16,8 @@ urlpatterns = [
     path("keys/", views.keys_page, name="keys"),
     path("keys/<str:key_id>/revoke/", views.revoke_key, name="revoke_key"),
     path("usage/", views_usage.usage_page, name="usage"),
+    path("byok/", views_byok.byok_page, name="byok"),
+    path("byok/<str:byok_id>/test/", views_byok.byok_test, name="byok_test"),
+    path("byok/<str:byok_id>/revoke/", views_byok.byok_revoke, name="byok_revoke"),
     *[path(f"{page}/", views.coming_soon, {"page": page}, name=page) for page in views.COMING],
 ]
