@@ -34,7 +34,7 @@ from billing.stripe_checkout import (
 )
 from console import accounts
 from console.models import Account
-from infrai.lib.money import display_usd, format_usd
+from infrai.lib.money import display_usd, format_usd, usd_to_nano
 
 HISTORY_PAGE_SIZE = 25
 
@@ -95,8 +95,8 @@ def _render_billing(
             "presets": _presets(),
             "return_to": safe_return_path(return_to),
             "topup_error": error,
-            "min_usd": settings.TOPUP_MIN_USD,
-            "max_usd": settings.TOPUP_MAX_USD,
+            "min_nano": usd_to_nano(settings.TOPUP_MIN_USD),
+            "max_nano": usd_to_nano(settings.TOPUP_MAX_USD),
             "nav": "billing",
             **_stripe_context(),
         },
