@@ -1,3 +1,7 @@
 from django.urls import path
 
-websocket_urlpatterns: list[path] = []  # type: ignore[valid-type]
+from playground import consumers
+
+websocket_urlpatterns = [
+    path("ws/events/", consumers.AccountEventsConsumer.as_asgi()),
+]

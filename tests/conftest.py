@@ -30,3 +30,21 @@ def _release_upstream_clients():
     from gateway.http import discard_clients_of_closed_loops
 
     discard_clients_of_closed_loops()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_connection_pools(django_db_setup, django_db_blocker):
+    """Before the test database is dropped, end the sessions that threads of async views still
+    hold (asgiref's executor threads keep their connection), and close PostgreSQL's pool."""
+    yield
+    from django.db import connection, connections
+
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+    for conn in connections.all():
+        if hasattr(conn, "close_pool"):
+            conn.close_pool()

@@ -24,6 +24,7 @@ PRODUCTION_ENV = {
     "ALLOWED_HOSTS": "console.example.com",
     "SITE_URL": "https://console.example.com",
     "STRIPE_SECRET_KEY": "sk_live_x",
+    "STRIPE_WEBHOOK_SECRET": "whsec_x",
 }
 
 
@@ -49,6 +50,12 @@ def test_production_settings_refuse_to_start_without_their_secrets():
 def test_production_settings_pass_the_deploy_check():
     result = _manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION_ENV)
     assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_production_settings_refuse_a_stripe_key_without_its_webhook_secret():
+    env = {k: v for k, v in PRODUCTION_ENV.items() if k != "STRIPE_WEBHOOK_SECRET"}
+    result = _manage("check", env=env)
+    assert result.returncode != 0 and "STRIPE_WEBHOOK_SECRET is required" in result.stderr
 
 
 def test_env_helpers_refuse_values_they_cannot_parse(monkeypatch):

@@ -44,6 +44,9 @@ INSTALLED_APPS = [
     "billing",
     "gateway",
     "playground",
+    "jobs",
+    "django_tasks",
+    "django_tasks_db",
 ]
 
 MIDDLEWARE = [
@@ -260,3 +263,12 @@ SANDBOX_TOKENS_PER_SECOND = env_int("SANDBOX_TOKENS_PER_SECOND", 60)
 CNY_PER_USD: Decimal = env_decimal("CNY_PER_USD", "7.20")
 HOLD_TTL_SECONDS = env_int("HOLD_TTL_SECONDS", 900)
 CHAT_CACHE_TTL_SECONDS = env_int("CHAT_CACHE_TTL_SECONDS", 3600)
+
+# --- Jobs -----------------------------------------------------------------------------------
+# django-tasks with its database backend: jobs survive restarts, run on SQLite and PostgreSQL,
+# and several `manage.py db_worker` processes share the queue (see README, "Jobs").
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+BATCH_MAX_ITEMS = env_int("BATCH_MAX_ITEMS", 1000)
+BATCH_MAX_PARALLEL_TASKS = env_int("BATCH_MAX_PARALLEL_TASKS", 4)
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 120)
+DOWNLOAD_URL_TTL_SECONDS = env_int("DOWNLOAD_URL_TTL_SECONDS", 3600)

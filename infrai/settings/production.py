@@ -21,6 +21,9 @@ if _missing:
 if len(os.environ["SECRET_KEY"]) < 50:
     raise ImproperlyConfigured("SECRET_KEY must be at least 50 characters")
 
+if os.environ.get("STRIPE_SECRET_KEY") and not os.environ.get("STRIPE_WEBHOOK_SECRET"):
+    raise ImproperlyConfigured("STRIPE_WEBHOOK_SECRET is required with STRIPE_SECRET_KEY, or every webhook is refused")
+
 DEBUG = False
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)

@@ -1,0 +1,42 @@
+"""Websocket consumers. They stay thin: authenticate, join groups, relay; rules live elsewhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from console.models import Account
+from jobs.live import account_group
+
+
+@database_sync_to_async
+def _account_id_for(user: Any) -> str | None:
+    if not getattr(user, "is_authenticated", False):
+        return None
+    account = Account.objects.filter(owner=user).only("public_id").first()
+    return account.public_id if account else None
+
+
+class AccountEventsConsumer(AsyncJsonWebsocketConsumer):
+    """Live updates for the signed-in user's pages: job state changes, balance changes."""
+
+    group: str | None = None
+
+    async def connect(self) -> None:
+        account_id = await _account_id_for(self.scope.get("user"))
+        if account_id is None:
+            await self.close(code=4401)
+            return
+        self.group = account_group(account_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self.send_json({"event": "hello", "payload": {"account": account_id}})
+
+    async def disconnect(self, code: int) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def job_event(self, message: dict[str, Any]) -> None:
+        await self.send_json({"event": message["event"], "payload": message["payload"]})
