@@ -37,7 +37,7 @@ from gateway.api import ApiError
 from gateway.http import UnsafeUrl, check_public_url, client_for
 from gateway.models_byok import BYOKCredential
 from gateway.vendors import VENDORS, get_vendor
-from gateway.vendors.base import Credential, Vendor, error_for_status
+from gateway.vendors.base import Credential, Vendor, VendorError, error_for_status
 from gateway.vendors.openai_compatible import OpenAICompatible
 
 log = logging.getLogger(__name__)
@@ -425,9 +425,21 @@ def _detail(raw: bytes) -> str:
 
 
 async def probe(vendor: Vendor, credential: Credential) -> ProbeResult:
-    """One cheap authenticated call: GET {base_url}/models for OpenAI-compatible vendors."""
+    """One cheap authenticated call: GET {base_url}/models for OpenAI-compatible vendors.
+
+    Another vendor can offer `async def verify_credential(credential) -> None`, raising
+    VendorError when the credential does not work; without it the test is not available.
+    """
     if not isinstance(vendor, OpenAICompatible):
-        return ProbeResult(False, 0, f"Testing a {vendor.label} credential is not available yet.")
+        verify = getattr(vendor, "verify_credential", None)
+        if verify is None:
+            return ProbeResult(False, 0, f"Testing a {vendor.label} credential is not available yet.")
+        started = time.perf_counter()
+        try:
+            await verify(credential)
+        except VendorError as exc:
+            return ProbeResult(False, int((time.perf_counter() - started) * 1000), exc.message)
+        return ProbeResult(True, int((time.perf_counter() - started) * 1000))
     url = credential.base_url.rstrip("/") + "/models"
     started = time.perf_counter()
     latency = 0

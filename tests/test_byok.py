@@ -322,6 +322,33 @@ def test_credential_for_returns_the_newest_active_credential_of_the_provider(cli
     assert "api_key" not in repr(byok.Secret(api_key=older_key)) and older_key not in repr(byok.Secret(older_key))
 
 
+def test_a_vendor_tests_credentials_through_its_verify_credential_hook_or_says_it_cannot(client, monkeypatch, settings):
+    from gateway.vendors import VENDORS
+    from gateway.vendors.base import VendorError
+
+    secret = make_key(make_account())
+    others = [name for name in byok.providers() if name not in ("openai", "openai_compatible")]
+    if not others:
+        pytest.skip("no non-OpenAI vendor registered")
+    name = others[0]
+    vendor = VENDORS[name]
+    settings.BYOK_ALLOW_PRIVATE_BASE_URLS = True
+    created = register(client, secret, provider=name, base_url="http://127.0.0.1:9").json()
+    monkeypatch.delattr(type(vendor), "verify_credential", raising=False)
+    cannot = api(client, "POST", f"/v1/account/byok/{created['id']}/test", secret).json()
+    assert cannot["ok"] is False and "not available" in cannot["error"]
+    seen = []
+
+    async def verify(credential):
+        seen.append(credential)
+        raise VendorError(f"{vendor.label} refused the credential {credential.api_key}")
+
+    monkeypatch.setattr(vendor, "verify_credential", verify, raising=False)
+    refused = api(client, "POST", f"/v1/account/byok/{created['id']}/test", secret).json()
+    assert refused["ok"] is False and "refused the credential [redacted]" in refused["error"]
+    assert seen[0].byok is True and seen[0].base_url == "http://127.0.0.1:9"
+
+
 def test_fingerprints_are_short_and_never_enough_to_recover_the_key():
     key = "sk-proj-" + "A" * 30 + "wxyz"
     fp = byok.fingerprint(key)
