@@ -20,6 +20,7 @@ from django.core.cache import cache
 from django.http import HttpRequest
 
 from billing.models import Hold
+from console.models import Account
 from gateway import catalog, metering, routing
 from gateway.api import ApiError, ApiRequestState, Caller, field_error
 from gateway.routing import Candidate
@@ -88,7 +89,7 @@ def _optional_str(body: dict[str, Any], name: str) -> str | None:
     return value
 
 
-def parse_chat_params(body: dict[str, Any], request: HttpRequest, *, openai_shape: bool = False) -> ChatParams:
+def parse_chat_params(body: dict[str, Any], request: HttpRequest | None, *, openai_shape: bool = False) -> ChatParams:
     if "messages" not in body:
         raise field_error("messages", "messages is required.", code="MISSING_FIELD")
     params = ChatParams(messages=_messages(body["messages"]))
@@ -126,7 +127,7 @@ def parse_chat_params(body: dict[str, Any], request: HttpRequest, *, openai_shap
         setattr(params, flag, value)
     multiplier = _number(body, "max_cost_multiplier", 1, 100)
     params.max_cost_multiplier = 1.5 if multiplier is None else multiplier
-    params.sandbox_fail = request.headers.get("X-Sandbox-Fail")
+    params.sandbox_fail = request.headers.get("X-Sandbox-Fail") if request is not None else None
     params.cache_material = {
         k: v
         for k, v in body.items()
@@ -161,9 +162,13 @@ class Plan:
 
 
 def plan(caller: Caller, params: ChatParams) -> Plan:
+    return plan_for_account(caller.account, params)
+
+
+def plan_for_account(account: Account, params: ChatParams) -> Plan:
     """The primary candidate, the failover candidates within the cost cap, and the hold to take."""
     found = routing.candidates(
-        caller.account, "chat", model=params.model, vendor=params.vendor, task=params.task, prefer=params.prefer
+        account, "chat", model=params.model, vendor=params.vendor, task=params.task, prefer=params.prefer
     )
     prompt_tokens = prompt_tokens_of(params)
     primary = found[0]
@@ -255,7 +260,7 @@ def _facts(
     )
 
 
-def _measured_usage(usage: Usage, the_plan: Plan, text: str) -> Usage:
+def measured_usage(usage: Usage, the_plan: Plan, text: str) -> Usage:
     """The vendor's usage, or our own count when it reported none."""
     if usage.input_tokens or usage.output_tokens:
         return usage
@@ -280,7 +285,7 @@ async def run_chat(request: HttpRequest, caller: Caller, state: ApiRequestState,
             if exc.retryable:
                 continue
             break
-        usage = _measured_usage(result.usage, the_plan, result.content)
+        usage = measured_usage(result.usage, the_plan, result.content)
         result.usage = usage
         cost = actual_cost_nano(candidate, usage, params)
         await metering.settle_call(hold, caller, state.request_id, cost, _facts(candidate, usage, state))
@@ -369,7 +374,7 @@ async def _stream(
                 )
                 break
         if status == "ok":
-            final_usage = _measured_usage(usage or Usage(), the_plan, "".join(delivered))
+            final_usage = measured_usage(usage or Usage(), the_plan, "".join(delivered))
             cost = actual_cost_nano(served, final_usage, params) if served else 0
             yield StreamEvent(
                 "final",
@@ -401,7 +406,7 @@ async def _close_stream(
         await metering.release_call(hold)
         return
     if status == "ok" and usage is not None:
-        final_usage = _measured_usage(usage, the_plan, "".join(delivered))
+        final_usage = measured_usage(usage, the_plan, "".join(delivered))
     else:
         text = "".join(delivered)
         final_usage = Usage(the_plan.prompt_tokens, tokens.count_text(text) if text else 0)

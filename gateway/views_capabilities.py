@@ -10,7 +10,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest
 
-from gateway import capabilities, files
+from gateway import capabilities, files, operations
 from gateway.api import ApiRequestState, api_view_async, field_error, parse_json_body
 from gateway.capabilities import facts, metered, route
 from gateway.chat import meta
@@ -20,45 +20,38 @@ from gateway.sandbox import tokens
 from gateway.vendors.base import Usage
 from gateway.views_ai import run_idempotent
 
-MAX_EMBED_INPUTS = 2048
-MAX_IMAGES = 4
-SIZE_PATTERN = r"^\d{2,4}x\d{2,4}$"
-AUDIO_FORMATS = ("mp3", "wav", "ogg", "pcm", "opus", "flac")
+MAX_IMAGES = operations.MAX_IMAGES
 # An upper bound for holds: compressed speech is rarely under 8 kB per second.
 MIN_AUDIO_BYTES_PER_SECOND = 8000
 
 
-def embed_inputs(body: dict[str, Any]) -> list[str]:
-    value = body.get("input")
-    if value is None:
-        raise field_error("input", "input is required: a string or a list of strings.", code="MISSING_FIELD")
-    inputs = [value] if isinstance(value, str) else value
-    if not isinstance(inputs, list) or not inputs or len(inputs) > MAX_EMBED_INPUTS:
-        raise field_error("input", f"input must be a string or a list of 1 to {MAX_EMBED_INPUTS} strings.")
-    for i, text in enumerate(inputs):
-        if not isinstance(text, str) or not text:
-            raise field_error(f"input[{i}]", "each input must be a non-empty string.")
-    return inputs
+async def run_prepared(
+    request: HttpRequest, state: ApiRequestState, prepared: operations.Prepared
+) -> capabilities.Served:
+    return await metered(
+        request,
+        state,
+        prepared.capability,
+        prepared.chain,
+        prepared.worst_case,
+        prepared.call,
+        prepared.max_cost_multiplier,
+    )
 
 
 async def run_embed(request: HttpRequest, state: ApiRequestState, body: dict[str, Any]) -> capabilities.Served:
-    inputs = embed_inputs(body)
-    dimensions = integer(body, "dimensions", None, 1, 4096)
-    chain = await route(state.caller, "embed", body)  # type: ignore[arg-type]
-    counted = sum(tokens.count_text(text) for text in inputs)
+    return await run_prepared(request, state, await operations.prepare_embed(state.caller.account, body))  # type: ignore[union-attr]
 
-    async def call(candidate: Candidate) -> tuple[Any, int, Any]:
-        result = await candidate.vendor.embed(candidate.model_name, inputs, dimensions, candidate.credential)
-        used = result.usage.input_tokens or counted
-        return (
-            result,
-            capabilities.input_tokens_nano(candidate.entry, used),
-            facts("embed", candidate, input_tokens=used),
-        )
 
-    return await metered(
-        request, state, "embed", chain, lambda c: capabilities.input_tokens_nano(c.entry, counted), call
-    )
+async def run_image(request: HttpRequest, state: ApiRequestState, body: dict[str, Any]) -> capabilities.Served:
+    return await run_prepared(request, state, await operations.prepare_image(state.caller.account, body))  # type: ignore[union-attr]
+
+
+async def run_tts(
+    request: HttpRequest, state: ApiRequestState, body: dict[str, Any], format_field: str = "format"
+) -> capabilities.Served:
+    prepared = await operations.prepare_tts(state.caller.account, body, format_field)  # type: ignore[union-attr]
+    return await run_prepared(request, state, prepared)
 
 
 @api_view_async(["POST"])
@@ -108,28 +101,6 @@ async def openai_embeddings(request: HttpRequest, state: ApiRequestState) -> Any
 
 
 # --- Images -----------------------------------------------------------------------------------
-
-
-async def run_image(request: HttpRequest, state: ApiRequestState, body: dict[str, Any]) -> capabilities.Served:
-    import re
-
-    prompt = required_str(body, "prompt", 4000)
-    size = body.get("size", "1024x1024")
-    if not isinstance(size, str) or not re.match(SIZE_PATTERN, size):
-        raise field_error("size", "size must look like 1024x1024.")
-    n = integer(body, "n", 1, 1, MAX_IMAGES)
-    assert n is not None
-    chain = await route(state.caller, "image", body)  # type: ignore[arg-type]
-
-    async def call(candidate: Candidate) -> tuple[Any, int, Any]:
-        images = await candidate.vendor.image(candidate.model_name, prompt, size, n, candidate.credential)
-        return (
-            images,
-            capabilities.per_image_nano(candidate.entry, n),
-            facts("image", candidate, units={"images": n, "size": size}),
-        )
-
-    return await metered(request, state, "image", chain, lambda c: capabilities.per_image_nano(c.entry, n), call)
 
 
 async def store_images(
@@ -236,30 +207,6 @@ async def ai_vision(request: HttpRequest, state: ApiRequestState) -> Any:
 # --- Speech -----------------------------------------------------------------------------------
 
 
-async def run_tts(
-    request: HttpRequest,
-    state: ApiRequestState,
-    body: dict[str, Any],
-    text_field: str = "input",
-    format_field: str = "format",
-) -> capabilities.Served:
-    text = required_str(body, text_field, 4096)
-    voice = optional_str(body, "voice")
-    audio_format = optional_str(body, format_field, AUDIO_FORMATS) or "mp3"
-    chain = await route(state.caller, "tts", body)  # type: ignore[arg-type]
-
-    async def call(candidate: Candidate) -> tuple[Any, int, Any]:
-        speech = await candidate.vendor.tts(candidate.model_name, text, voice, audio_format, candidate.credential)
-        cost = capabilities.per_kchar_nano(candidate.entry, len(text))
-        return (
-            speech,
-            cost,
-            facts("tts", candidate, units={"characters": len(text), "seconds": round(speech.duration_seconds, 3)}),
-        )
-
-    return await metered(request, state, "tts", chain, lambda c: capabilities.per_kchar_nano(c.entry, len(text)), call)
-
-
 @api_view_async(["POST"])
 async def ai_tts(request: HttpRequest, state: ApiRequestState) -> Any:
     body = parse_json_body(request)
@@ -285,7 +232,7 @@ async def openai_speech(request: HttpRequest, state: ApiRequestState) -> Any:
     from django.http import HttpResponse
 
     body = parse_json_body(request)
-    served = await run_tts(request, state, body, format_field="response_format")
+    served = await run_tts(request, state, body, "response_format")
     response = HttpResponse(served.result.audio, content_type=served.result.mime_type)
     response["X-Infrai-Cost-Usd"] = served.metadata["cost_usd"]
     response["X-Infrai-Vendor"] = served.metadata["vendor"]
@@ -359,32 +306,9 @@ async def openai_transcriptions(request: HttpRequest, state: ApiRequestState) ->
 @api_view_async(["POST"])
 async def ai_rerank(request: HttpRequest, state: ApiRequestState) -> Any:
     body = parse_json_body(request)
-    query = required_str(body, "query", 10_000)
-    raw = body.get("documents")
-    if not isinstance(raw, list) or not raw or len(raw) > 1000:
-        raise field_error("documents", "documents must be a list of 1 to 1000 strings or {text} objects.")
-    documents = []
-    for i, doc in enumerate(raw):
-        text = doc.get("text") if isinstance(doc, dict) else doc
-        if not isinstance(text, str) or not text:
-            raise field_error(f"documents[{i}]", "each document must be a non-empty string or {text}.")
-        documents.append(text)
-    top_n = integer(body, "top_n", None, 1, len(documents))
-    chain = await route(state.caller, "rerank", body)  # type: ignore[arg-type]
-    counted = tokens.count_text(query) * len(documents) + sum(tokens.count_text(d) for d in documents)
-
-    async def call(candidate: Candidate) -> tuple[Any, int, Any]:
-        ranked = await candidate.vendor.rerank(candidate.model_name, query, documents, top_n, candidate.credential)
-        return (
-            ranked,
-            capabilities.input_tokens_nano(candidate.entry, counted),
-            facts("rerank", candidate, input_tokens=counted, units={"documents": len(documents)}),
-        )
 
     async def produce() -> dict[str, Any]:
-        served = await metered(
-            request, state, "rerank", chain, lambda c: capabilities.input_tokens_nano(c.entry, counted), call
-        )
+        served = await run_prepared(request, state, await operations.prepare_rerank(state.caller.account, body))  # type: ignore[union-attr]
         return {"results": served.result, "model": served.candidate.model_name, "_metadata": served.metadata}
 
     return await run_idempotent(request, state, "ai.rerank", body, produce)
