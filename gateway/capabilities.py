@@ -14,7 +14,7 @@ from django.http import HttpRequest
 
 from gateway import catalog, metering, routing
 from gateway.api import ApiError, ApiRequestState, Caller
-from gateway.chat import meta
+from gateway.chat import meta, scrubbed
 from gateway.models import CatalogModel
 from gateway.routing import Candidate
 from gateway.vendors.base import VendorError
@@ -71,14 +71,16 @@ async def metered(
     assert caller is not None
     cap = int(worst_case(chain[0]) * max_cost_multiplier)
     chain = [chain[0]] + [c for c in chain[1:] if worst_case(c) <= cap]
-    hold = await metering.hold_or_402(request, caller, state.request_id, max(worst_case(c) for c in chain), capability)
+    # `worst_case` is the catalog price (the failover cap compares those); `call` returns the charge.
+    hold_nano = max(catalog.charged_nano(c.credential.byok, worst_case(c)) for c in chain)
+    hold = await metering.hold_or_402(request, caller, state.request_id, hold_nano, capability)
     last_error: VendorError | None = None
     try:
         for candidate in chain:
             try:
                 result, cost, facts = await call(candidate)
             except VendorError as exc:
-                last_error = exc
+                last_error = scrubbed(exc, candidate)
                 if exc.retryable:
                     continue
                 break
@@ -101,3 +103,7 @@ def facts(capability: str, candidate: Candidate, **kwargs: Any) -> metering.Usag
         byok=candidate.credential.byok,
         **kwargs,
     )
+
+
+def charged(candidate: Candidate, catalog_nano: int) -> int:
+    return catalog.charged_nano(candidate.credential.byok, catalog_nano)

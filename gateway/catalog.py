@@ -94,3 +94,12 @@ def token_cost_nano(
 
 def output_limit(entry: CatalogModel) -> int:
     return entry.max_output_tokens or 4096
+
+
+def charged_nano(byok: bool, catalog_nano: int) -> int:
+    """What the caller pays: the catalog price, or for a call on the caller's own key (BYOK)
+    only the platform fee, BYOK_PLATFORM_FEE_PERCENT of it (default 0), rounded up."""
+    if not byok:
+        return catalog_nano
+    fee = Decimal(catalog_nano) * settings.BYOK_PLATFORM_FEE_PERCENT / 100
+    return int(fee.to_integral_value(rounding=ROUND_CEILING))

@@ -32,6 +32,14 @@ CACHE_STRATEGIES = ("vendor", "infrai", "none")
 ROLES = ("system", "user", "assistant", "tool", "developer")
 
 
+def scrubbed(error: VendorError, candidate: Candidate) -> VendorError:
+    """The vendor's error without the caller's key in it (an upstream may echo it back)."""
+    secret = candidate.credential.api_key
+    if secret and secret in error.message:
+        error.message = error.message.replace(secret, "[redacted]")
+    return error
+
+
 @dataclass
 class ChatParams:
     messages: list[dict[str, Any]]
@@ -150,8 +158,14 @@ def worst_case_nano(candidate: Candidate, prompt_tokens: int, params: ChatParams
 
 
 def actual_cost_nano(candidate: Candidate, usage: Usage, params: ChatParams) -> int:
+    """What the caller is charged for `usage` (the catalog price, or the BYOK fee)."""
     cached = usage.cached_input_tokens if params.cache_strategy == "vendor" else 0
-    return catalog.token_cost_nano(candidate.entry, usage.input_tokens, usage.output_tokens, cached, params.batch_mode)
+    cost = catalog.token_cost_nano(candidate.entry, usage.input_tokens, usage.output_tokens, cached, params.batch_mode)
+    return catalog.charged_nano(candidate.credential.byok, cost)
+
+
+def worst_case_charge_nano(candidate: Candidate, prompt_tokens: int, params: ChatParams) -> int:
+    return catalog.charged_nano(candidate.credential.byok, worst_case_nano(candidate, prompt_tokens, params))
 
 
 @dataclass
@@ -183,7 +197,8 @@ def plan_for_account(account: Account, params: ChatParams) -> Plan:
     primary_cost = worst_case_nano(primary, prompt_tokens, params)
     cap = int(primary_cost * params.max_cost_multiplier)
     chain = [primary] + [c for c in found[1:] if worst_case_nano(c, prompt_tokens, params) <= cap]
-    hold = max(worst_case_nano(c, prompt_tokens, params) for c in chain)
+    # The failover cap compares catalog prices; the hold is what the caller could be charged.
+    hold = max(worst_case_charge_nano(c, prompt_tokens, params) for c in chain)
     return Plan(chain=chain, prompt_tokens=prompt_tokens, hold_nano=hold)
 
 
@@ -192,7 +207,7 @@ async def take_hold(request: HttpRequest, caller: Caller, state: ApiRequestState
     try:
         return await metering.hold_or_402(request, caller, state.request_id, the_plan.hold_nano, "chat")
     except ApiError:
-        primary_only = worst_case_nano(the_plan.chain[0], the_plan.prompt_tokens, _params_of(request))
+        primary_only = worst_case_charge_nano(the_plan.chain[0], the_plan.prompt_tokens, _params_of(request))
         if len(the_plan.chain) == 1 or primary_only == the_plan.hold_nano:
             raise
         the_plan.chain = the_plan.chain[:1]
@@ -281,7 +296,7 @@ async def run_chat(request: HttpRequest, caller: Caller, state: ApiRequestState,
         try:
             result = await candidate.vendor.chat(chat_request(candidate, params), candidate.credential)
         except VendorError as exc:
-            last_error = exc
+            last_error = scrubbed(exc, candidate)
             if exc.retryable:
                 continue
             break
@@ -365,6 +380,7 @@ async def _stream(
                         yield StreamEvent("delta", text=delta.text, model=candidate.model_name)
                 break
             except VendorError as exc:
+                scrubbed(exc, candidate)
                 more = index + 1 < len(the_plan.chain)
                 if not delivered and exc.retryable and more:
                     continue

@@ -130,7 +130,7 @@ async def prepare_image(account: Account, body: dict[str, Any]) -> Prepared:
 
     async def call(candidate: Candidate) -> tuple[Any, int, UsageFacts]:
         images = await candidate.vendor.image(candidate.model_name, prompt, size, n, candidate.credential)
-        cost = capabilities.per_image_nano(candidate.entry, n)
+        cost = capabilities.charged(candidate, capabilities.per_image_nano(candidate.entry, n))
         return images, cost, facts("image", candidate, units={"images": n, "size": size})
 
     return Prepared("image", chain, lambda c: capabilities.per_image_nano(c.entry, n), call)
@@ -147,7 +147,7 @@ async def prepare_tts(account: Account, body: dict[str, Any], format_field: str 
 
     async def call(candidate: Candidate) -> tuple[Any, int, UsageFacts]:
         speech = await candidate.vendor.tts(candidate.model_name, text, voice, audio_format, candidate.credential)
-        cost = capabilities.per_kchar_nano(candidate.entry, len(text))
+        cost = capabilities.charged(candidate, capabilities.per_kchar_nano(candidate.entry, len(text)))
         units = {"characters": len(text), "seconds": round(speech.duration_seconds, 3)}
         return speech, cost, facts("tts", candidate, units=units)
 
@@ -176,7 +176,7 @@ async def prepare_rerank(account: Account, body: dict[str, Any]) -> Prepared:
 
     async def call(candidate: Candidate) -> tuple[Any, int, UsageFacts]:
         ranked = await candidate.vendor.rerank(candidate.model_name, query, documents, top_n, candidate.credential)
-        cost = capabilities.input_tokens_nano(candidate.entry, counted)
+        cost = capabilities.charged(candidate, capabilities.input_tokens_nano(candidate.entry, counted))
         return ranked, cost, facts("rerank", candidate, input_tokens=counted, units={"documents": len(documents)})
 
     return Prepared("rerank", chain, lambda c: capabilities.input_tokens_nano(c.entry, counted), call)

@@ -80,13 +80,16 @@ def candidates(
 
     usable: list[Candidate] = []
     unusable: list[str] = []
+    credentials: dict[str, Credential | None] = {}  # one lookup (and decrypt) per vendor
     for entry in entries:
         vendor_impl = get_vendor(entry.vendor)
         if vendor_impl is None or capability not in vendor_impl.capabilities:
             continue
         if entry.vendor == "sandbox" and not settings.SANDBOX_ENABLED:
             continue
-        credential = credential_for(account, vendor_impl)
+        if entry.vendor not in credentials:
+            credentials[entry.vendor] = credential_for(account, vendor_impl)
+        credential = credentials[entry.vendor]
         if credential is None:
             unusable.append(entry.vendor)
             continue

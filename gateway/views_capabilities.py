@@ -177,7 +177,9 @@ async def ai_vision(request: HttpRequest, state: ApiRequestState) -> Any:
         from gateway import catalog
 
         result = await candidate.vendor.vision(candidate.model_name, prompt, images, candidate.credential)
-        cost = catalog.token_cost_nano(candidate.entry, result.usage.input_tokens, result.usage.output_tokens)
+        cost = capabilities.charged(
+            candidate, catalog.token_cost_nano(candidate.entry, result.usage.input_tokens, result.usage.output_tokens)
+        )
         return (
             result,
             cost,
@@ -248,7 +250,9 @@ async def run_asr(
 
     async def call(candidate: Candidate) -> tuple[Any, int, Any]:
         transcript = await candidate.vendor.asr(candidate.model_name, audio, mime, language, candidate.credential)
-        cost = capabilities.per_minute_nano(candidate.entry, transcript.duration_seconds)
+        cost = capabilities.charged(
+            candidate, capabilities.per_minute_nano(candidate.entry, transcript.duration_seconds)
+        )
         return transcript, cost, facts("asr", candidate, units={"seconds": round(transcript.duration_seconds, 3)})
 
     return await metered(
@@ -329,7 +333,7 @@ async def ai_upscale(request: HttpRequest, state: ApiRequestState) -> Any:
         result = await candidate.vendor.upscale(candidate.model_name, image, factor, candidate.credential)
         return (
             result,
-            capabilities.per_image_nano(candidate.entry, 1),
+            capabilities.charged(candidate, capabilities.per_image_nano(candidate.entry, 1)),
             facts("upscale", candidate, units={"images": 1, "factor": factor}),
         )
 

@@ -19,6 +19,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
 
+from billing import ledger
 from billing.models import UsageRecord
 from gateway import byok
 from gateway.api import ApiError
@@ -564,3 +565,39 @@ def test_the_console_is_scoped_to_the_signed_in_account(client):
     assert bob_browser.post(f"/byok/{created['id']}/revoke/").status_code == 404
     assert BYOKCredential.objects.get().revoked_at is None
     assert Client().get("/byok/").status_code == 302  # signed out: to the login page
+
+
+# --- What a BYOK call costs ---------------------------------------------------------------------
+
+
+def test_a_byok_call_costs_only_the_platform_fee(client, settings):
+    from decimal import Decimal
+
+    from gateway import catalog
+    from gateway.models import CatalogModel
+
+    settings.BYOK_ALLOW_PRIVATE_BASE_URLS = True
+    settings.BYOK_PLATFORM_FEE_PERCENT = Decimal("10")
+    account = make_account(credit_nano=USD)
+    secret = make_key(account)
+    with simulated_upstream() as (url, _):
+        assert register(client, secret, api_key=new_api_key(), base_url=url).status_code == 201
+        body = api(client, "POST", "/v1/ai/chat", secret, {"model": "gpt-4o-mini", "messages": "hi"}).json()
+    entry = CatalogModel.objects.get(vendor="openai", model_id="gpt-4o-mini", capability="chat")
+    full = catalog.token_cost_nano(entry, body["usage"]["prompt_tokens"], body["usage"]["completion_tokens"])
+    record = UsageRecord.objects.get(request_id=body["_metadata"]["request_id"])
+    assert record.cost_nano == -(-full // 10) > 0  # a tenth of the catalog price, rounded up
+    assert ledger.get_balance(account).balance_nano == USD - record.cost_nano
+
+
+def test_with_no_platform_fee_a_byok_call_needs_no_credit(client, settings):
+    from decimal import Decimal
+
+    settings.BYOK_ALLOW_PRIVATE_BASE_URLS = True
+    settings.BYOK_PLATFORM_FEE_PERCENT = Decimal("0")
+    account = make_account(credit_nano=0)
+    secret = make_key(account)
+    with simulated_upstream() as (url, _):
+        assert register(client, secret, api_key=new_api_key(), base_url=url).status_code == 201
+        response = api(client, "POST", "/v1/ai/chat", secret, {"model": "gpt-4o-mini", "messages": "hi"})
+    assert response.status_code == 200 and response.json()["_metadata"]["cost_usd"] == "0.00"

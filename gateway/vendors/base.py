@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 @dataclass(frozen=True)
 class Credential:
-    api_key: str
-    base_url: str
+    api_key: str = field(repr=False)  # never in a log line or an error page
+    base_url: str = ""
     byok: bool = False
 
 

@@ -245,6 +245,8 @@ TOPUP_MAX_USD: Decimal = env_decimal("TOPUP_MAX_USD", "1000")
 BYOK_ENCRYPTION_KEYS = env_list("BYOK_ENCRYPTION_KEYS", "")
 # Allow BYOK base URLs on private networks (a self-hosted vLLM/Ollama next to the console).
 BYOK_ALLOW_PRIVATE_BASE_URLS = env_bool("BYOK_ALLOW_PRIVATE_BASE_URLS", False)
+# A call on the caller's own key pays only this share of the catalog price (0 = free).
+BYOK_PLATFORM_FEE_PERCENT: Decimal = env_decimal("BYOK_PLATFORM_FEE_PERCENT", "0")
 
 # --- Gateway --------------------------------------------------------------------------------
 UPSTREAM_MAX_CONNECTIONS = env_int("UPSTREAM_MAX_CONNECTIONS", 200)
