@@ -198,6 +198,47 @@ def reserve(
     return holder[0]
 
 
+def reserve_many(
+    account: Account | int, holds: Sequence[tuple[str, int]], ttl: timedelta = DEFAULT_HOLD_TTL, memo: str = ""
+) -> list[Hold]:
+    """Reserve several holds (reference, amount) at once, all or none: one guarded posting for
+    their total, so a batch either has credit for every item or is refused whole."""
+    if any(amount < 0 for _, amount in holds):
+        raise ValueError("a hold cannot be negative")
+    account_id = account if isinstance(account, int) else account.pk
+    now = timezone.now()
+    total = sum(amount for _, amount in holds)
+    created: list[Hold] = []
+
+    def create_holds(_: Posting) -> None:
+        created.extend(
+            Hold.objects.bulk_create(
+                [
+                    Hold(
+                        account_id=account_id,
+                        reference=ref,
+                        amount_nano=amount,
+                        memo=memo,
+                        created_at=now,
+                        expires_at=now + ttl,
+                    )
+                    for ref, amount in holds
+                ]
+            )
+        )
+
+    post(
+        account_id,
+        [
+            Line(kind=EntryKind.HOLD, reference=f"hold:{ref}", held_delta_nano=amount, memo=memo)
+            for ref, amount in holds
+        ],
+        require_available=total,
+        also=create_holds,
+    )
+    return created
+
+
 def _close_hold(hold: Hold, state: str, charged_nano: int, also: Callable[[Posting], None] | None) -> bool:
     """Move an open hold to `state` exactly once, releasing it and charging `charged_nano`."""
     with transaction.atomic():

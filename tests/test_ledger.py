@@ -148,3 +148,18 @@ def test_one_hundred_simultaneous_reservations_never_spend_more_than_the_credit(
     assert outcomes.count("charged") == 10, "exactly the credit is spent, never more"
     assert balance.balance_nano == 0 and balance.held_nano == 0
     assert ledger.check_consistency() == []
+
+
+def test_many_holds_are_reserved_all_or_none():
+    account = make_account(credit_nano=10 * USD)
+    holds = ledger.reserve_many(account, [("b1:0", 3 * USD), ("b1:1", 3 * USD)])
+    assert [h.amount_nano for h in holds] == [3 * USD, 3 * USD]
+    assert ledger.get_balance(account).held_nano == 6 * USD
+    with pytest.raises(ledger.InsufficientCredit):
+        ledger.reserve_many(account, [("b2:0", 3 * USD), ("b2:1", 3 * USD)])
+    assert not Hold.objects.filter(reference__startswith="b2:").exists()
+    assert ledger.settle(Hold.objects.get(reference="b1:0"), USD) is True
+    assert ledger.release(Hold.objects.get(reference="b1:1")) is True
+    balance = ledger.get_balance(account)
+    assert (balance.balance_nano, balance.held_nano) == (9 * USD, 0)
+    assert ledger.check_consistency() == []
