@@ -1,8 +1,9 @@
 """`make run`: the web server plus the background processes the console needs, in one command.
 
-Starts daphne on HOST:PORT, the hold sweeper and, when no real Stripe key is configured, the
-local Stripe stand-in (devtools/stripe_standin); later pieces (the job worker) register here
-too. Ctrl-C stops them all; if one dies, the others are stopped.
+Starts daphne on HOST:PORT, one job worker (`manage.py db_worker`), the housekeeping loop
+(expired holds, dead workers' leases, timeouts, retention) and, when no real Stripe key is
+configured, the local Stripe stand-in (devtools/stripe_standin). Ctrl-C stops them all; if one
+dies, the others are stopped.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def planned_processes(env: dict[str, str]) -> list[Process]:
     port = env.get("PORT", "8000")
     processes = [
         Process("web", [PYTHON, "-m", "daphne", "-b", host, "-p", port, "infrai.asgi:application"]),
-        Process("sweeper", [PYTHON, "manage.py", "sweep_holds", "--loop"]),
+        Process("housekeeping", [PYTHON, "manage.py", "housekeeping", "--loop"]),
+        Process("worker", [PYTHON, "manage.py", "db_worker", "--worker-id", f"dev-{os.getpid()}"]),
     ]
     standin = stripe_standin(env)
     if standin is not None:

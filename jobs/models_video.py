@@ -1,3 +1,0 @@
-"""Video jobs (see jobs/video.py for the rules)."""
-
-__all__: list[str] = []
