@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from gateway import views_account, views_ai, views_byok, views_capabilities, views_cost, views_openai
+from gateway import views_account, views_ai, views_byok, views_capabilities, views_cost, views_docs, views_openai
 
 app_name = "gateway"
 
@@ -33,6 +33,8 @@ urlpatterns = [
     path("audio/speech", views_capabilities.openai_speech, name="audio_speech"),
     path("audio/transcriptions", views_capabilities.openai_transcriptions, name="audio_transcriptions"),
     path("models", views_openai.list_models, name="models"),
+    path("openapi.json", views_docs.openapi_json, name="openapi_json"),
+    path("docs", views_docs.docs, name="docs"),
     re_path(r"^(?P<path>(ai|video|account|chat|embeddings|images|audio|models)(/.*)?)$", views_account.not_implemented),
     re_path(r"^(?P<path>.*)$", views_account.not_found),
 ]
