@@ -50,7 +50,9 @@ def field_error(field_name: str, message: str, status: int = 400, code: str = "I
 
 @dataclass
 class Caller:
-    key: ProjectKey
+    """Who a call is for: a project key's owner, or a signed-in user in the console (key None)."""
+
+    key: ProjectKey | None
     project: Project
     account: Account
 

@@ -75,7 +75,7 @@ def _settle(hold: Hold, caller: Caller, request_id: str, cost_nano: int, facts: 
             request_id=request_id,
             account_id=caller.account.pk,
             project_id=caller.project.pk,
-            key_id=caller.key.pk,
+            key_id=caller.key.pk if caller.key else None,
             capability=facts.capability,
             model=facts.model,
             vendor=facts.vendor,
