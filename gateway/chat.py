@@ -202,21 +202,19 @@ def plan_for_account(account: Account, params: ChatParams) -> Plan:
     return Plan(chain=chain, prompt_tokens=prompt_tokens, hold_nano=hold)
 
 
-async def take_hold(request: HttpRequest, caller: Caller, state: ApiRequestState, the_plan: Plan) -> Hold:
+async def take_hold(
+    origin: metering.Origin, caller: Caller, state: ApiRequestState, the_plan: Plan, params: ChatParams
+) -> Hold:
     """Hold enough for failover too; if only the primary is affordable, go without failover."""
     try:
-        return await metering.hold_or_402(request, caller, state.request_id, the_plan.hold_nano, "chat")
+        return await metering.hold_or_402(origin, caller, state.request_id, the_plan.hold_nano, "chat")
     except ApiError:
-        primary_only = worst_case_charge_nano(the_plan.chain[0], the_plan.prompt_tokens, _params_of(request))
+        primary_only = worst_case_charge_nano(the_plan.chain[0], the_plan.prompt_tokens, params)
         if len(the_plan.chain) == 1 or primary_only == the_plan.hold_nano:
             raise
         the_plan.chain = the_plan.chain[:1]
         the_plan.hold_nano = primary_only
-        return await metering.hold_or_402(request, caller, state.request_id, primary_only, "chat")
-
-
-def _params_of(request: HttpRequest) -> ChatParams:
-    return request.chat_params  # type: ignore[attr-defined, no-any-return]
+        return await metering.hold_or_402(origin, caller, state.request_id, primary_only, "chat")
 
 
 def chat_request(candidate: Candidate, params: ChatParams) -> ChatRequest:
@@ -282,15 +280,15 @@ def measured_usage(usage: Usage, the_plan: Plan, text: str) -> Usage:
     return Usage(input_tokens=the_plan.prompt_tokens, output_tokens=tokens.count_text(text) if text else 0)
 
 
-async def run_chat(request: HttpRequest, caller: Caller, state: ApiRequestState, params: ChatParams) -> ChatOutcome:
-    request.chat_params = params  # type: ignore[attr-defined]
+async def run_chat(origin: metering.Origin, caller: Caller, state: ApiRequestState, params: ChatParams) -> ChatOutcome:
+    """A plain chat call. `origin`: the HTTP request, or the console's base URL (for 402 links)."""
     the_plan = await sync_to_async(plan)(caller, params)
     use_cache = params.cache_strategy == "infrai"
     if use_cache:
         cached = await cache.aget(cache_key(caller, params))
         if cached is not None:
-            return await _cache_hit(request, caller, state, the_plan, cached)
-    hold = await take_hold(request, caller, state, the_plan)
+            return await _cache_hit(origin, caller, state, the_plan, cached)
+    hold = await take_hold(origin, caller, state, the_plan, params)
     last_error: VendorError | None = None
     for candidate in the_plan.chain:
         try:
@@ -324,11 +322,11 @@ async def run_chat(request: HttpRequest, caller: Caller, state: ApiRequestState,
 
 
 async def _cache_hit(
-    request: HttpRequest, caller: Caller, state: ApiRequestState, the_plan: Plan, cached: dict[str, Any]
+    origin: metering.Origin, caller: Caller, state: ApiRequestState, the_plan: Plan, cached: dict[str, Any]
 ) -> ChatOutcome:
     candidate = next((c for c in the_plan.chain if c.entry.pk == cached["candidate"]), the_plan.chain[0])
     usage = Usage(cached["input_tokens"], cached["output_tokens"])
-    hold = await metering.hold_or_402(request, caller, state.request_id, 0, "chat (cache hit)")
+    hold = await metering.hold_or_402(origin, caller, state.request_id, 0, "chat (cache hit)")
     await metering.settle_call(hold, caller, state.request_id, 0, _facts(candidate, usage, state, cache_hit=True))
     result = ChatResult(cached["content"], cached["finish_reason"], usage, cached["model"])
     return ChatOutcome(result, candidate, 0, meta(state, candidate, 0, cache_hit=True))
@@ -349,12 +347,13 @@ class StreamEvent:
 
 
 async def open_stream(
-    request: HttpRequest, caller: Caller, state: ApiRequestState, params: ChatParams
+    origin: metering.Origin, caller: Caller, state: ApiRequestState, params: ChatParams
 ) -> AsyncIterator[StreamEvent]:
-    """Validate, route and hold before the response starts (so errors are plain JSON), then stream."""
-    request.chat_params = params  # type: ignore[attr-defined]
+    """Validate, route and hold before the response starts (so errors are plain JSON), then stream.
+
+    `origin`: the HTTP request, or the console's base URL (for 402 links)."""
     the_plan = await sync_to_async(plan)(caller, params)
-    hold = await take_hold(request, caller, state, the_plan)
+    hold = await take_hold(origin, caller, state, the_plan, params)
     return _stream(caller, state, params, the_plan, hold)
 
 

@@ -34,15 +34,19 @@ class UsageFacts:
     status: str = "ok"
 
 
-def topup_url(request: HttpRequest, shortfall_nano: int) -> str:
-    base = settings.SITE_URL or request.build_absolute_uri("/").rstrip("/")
+# Where a 402 sends the user: an HTTP request (its host), or a base URL given directly (console calls).
+Origin = HttpRequest | str
+
+
+def topup_url(origin: Origin, shortfall_nano: int) -> str:
+    base = settings.SITE_URL or (origin if isinstance(origin, str) else origin.build_absolute_uri("/").rstrip("/"))
     suggested = max(
         settings.TOPUP_MIN_USD, (Decimal(shortfall_nano) / NANO_PER_USD).to_integral_value(rounding=ROUND_CEILING)
     )
     return f"{base}/billing/?amount_usd={suggested}#topup"
 
 
-def insufficient_credit_error(request: HttpRequest, refused: ledger.InsufficientCredit) -> ApiError:
+def insufficient_credit_error(origin: Origin, refused: ledger.InsufficientCredit) -> ApiError:
     shortfall = refused.required_nano - refused.available_nano
     return ApiError(
         402,
@@ -52,7 +56,7 @@ def insufficient_credit_error(request: HttpRequest, refused: ledger.Insufficient
         balance_usd=format_usd(refused.balance_nano),
         available_usd=format_usd(refused.available_nano),
         required_usd=format_usd(refused.required_nano),
-        topup_url=topup_url(request, shortfall),
+        topup_url=topup_url(origin, shortfall),
     )
 
 
@@ -62,11 +66,11 @@ def _hold(caller: Caller, request_id: str, amount_nano: int, memo: str) -> Hold:
     )
 
 
-async def hold_or_402(request: HttpRequest, caller: Caller, request_id: str, amount_nano: int, memo: str) -> Hold:
+async def hold_or_402(origin: Origin, caller: Caller, request_id: str, amount_nano: int, memo: str) -> Hold:
     try:
         return await sync_to_async(_hold)(caller, request_id, amount_nano, memo)
     except ledger.InsufficientCredit as refused:
-        raise insufficient_credit_error(request, refused) from refused
+        raise insufficient_credit_error(origin, refused) from refused
 
 
 def _settle(hold: Hold, caller: Caller, request_id: str, cost_nano: int, facts: UsageFacts) -> None:
