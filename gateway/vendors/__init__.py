@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from gateway.vendors.base import Vendor
+from gateway.vendors.genstudio import GenStudio
 from gateway.vendors.openai_compatible import OpenAI, OpenAICompatible
 from gateway.vendors.sandbox import Sandbox
 
-VENDORS: dict[str, Vendor] = {vendor.name: vendor for vendor in (Sandbox(), OpenAI(), OpenAICompatible())}
+VENDORS: dict[str, Vendor] = {vendor.name: vendor for vendor in (Sandbox(), OpenAI(), OpenAICompatible(), GenStudio())}
 
 
 def get_vendor(name: str) -> Vendor | None:
