@@ -272,6 +272,21 @@ def common_routing_properties(capability: str) -> dict[str, Any]:
     }
 
 
+# Capabilities whose views route with `task` too (gateway/operations.py); the others ignore it.
+ROUTES_WITH_TASK = ("embed", "image", "tts", "rerank")
+
+
+def capability_routing_properties(capability: str) -> dict[str, Any]:
+    properties = common_routing_properties(capability)
+    if capability in ROUTES_WITH_TASK:
+        properties["task"] = s(
+            "Prefer models tagged for this task, when no `model` or `vendor` is given.",
+            enum=list(routing.TASKS),
+            default="general",
+        )
+    return properties
+
+
 IDEMPOTENCY_PROPERTY = s(
     "Idempotency key (or send the `Idempotency-Key` header, which wins).", minLength=1, maxLength=MAX_KEY_LENGTH
 )
@@ -657,7 +672,7 @@ def schemas() -> dict[str, Any]:
                     ],
                 },
                 "dimensions": {"type": "integer", "minimum": DIMENSIONS[0], "maximum": DIMENSIONS[1]},
-                **common_routing_properties("embed"),
+                **capability_routing_properties("embed"),
                 "idempotency_key": IDEMPOTENCY_PROPERTY,
                 "request_id": REQUEST_ID_PROPERTY,
             },
@@ -714,7 +729,7 @@ def schemas() -> dict[str, Any]:
                 "n": {"type": "integer", "minimum": 1, "maximum": MAX_IMAGES, "default": 1},
                 "response_format": s("`b64_json` also returns each image as base64 (`b64`)."),
                 "b64": {"type": "boolean", "description": "Same as `response_format: b64_json`."},
-                **common_routing_properties("image"),
+                **capability_routing_properties("image"),
                 "idempotency_key": IDEMPOTENCY_PROPERTY,
                 "request_id": REQUEST_ID_PROPERTY,
             },
@@ -759,7 +774,7 @@ def schemas() -> dict[str, Any]:
             {
                 "image": media_schema("The image"),
                 "factor": {"type": "integer", "enum": UPSCALE_FACTORS, "default": 2},
-                **common_routing_properties("upscale"),
+                **capability_routing_properties("upscale"),
                 "idempotency_key": IDEMPOTENCY_PROPERTY,
                 "request_id": REQUEST_ID_PROPERTY,
             },
@@ -785,7 +800,7 @@ def schemas() -> dict[str, Any]:
                     "maxItems": MAX_IMAGES,
                     "items": media_schema("An image"),
                 },
-                **common_routing_properties("vision"),
+                **capability_routing_properties("vision"),
                 "idempotency_key": IDEMPOTENCY_PROPERTY,
                 "request_id": REQUEST_ID_PROPERTY,
             },
@@ -797,7 +812,7 @@ def schemas() -> dict[str, Any]:
                 "input": s("The text to speak.", minLength=1, maxLength=MAX_TTS_INPUT),
                 "voice": s("A voice id from `GET /v1/ai/tts/voices`, or an OpenAI voice name (alloy, nova...)."),
                 "format": s(enum=list(AUDIO_FORMATS), default="mp3"),
-                **common_routing_properties("tts"),
+                **capability_routing_properties("tts"),
                 "idempotency_key": IDEMPOTENCY_PROPERTY,
                 "request_id": REQUEST_ID_PROPERTY,
             },
@@ -818,7 +833,7 @@ def schemas() -> dict[str, Any]:
                 "input": s("The text to speak.", minLength=1, maxLength=MAX_TTS_INPUT),
                 "voice": s("A voice id or an OpenAI voice name."),
                 "response_format": s(enum=list(AUDIO_FORMATS), default="mp3"),
-                **common_routing_properties("tts"),
+                **capability_routing_properties("tts"),
             },
             ["input"],
             description="OpenAI Audio speech. (`/v1/ai/tts` calls the format field `format`; here it is "
@@ -828,7 +843,7 @@ def schemas() -> dict[str, Any]:
             {
                 "audio": media_schema("The audio (WAV, MP3, FLAC, Ogg...)"),
                 "language": s("The spoken language, e.g. `en` (the sandbox recognises English only)."),
-                **common_routing_properties("asr"),
+                **capability_routing_properties("asr"),
                 "idempotency_key": IDEMPOTENCY_PROPERTY,
                 "request_id": REQUEST_ID_PROPERTY,
             },
@@ -903,7 +918,7 @@ def schemas() -> dict[str, Any]:
                     "minimum": 1,
                     "description": "Keep the best N (at most the number of documents).",
                 },
-                **common_routing_properties("rerank"),
+                **capability_routing_properties("rerank"),
                 "idempotency_key": IDEMPOTENCY_PROPERTY,
                 "request_id": REQUEST_ID_PROPERTY,
             },
@@ -964,7 +979,7 @@ def schemas() -> dict[str, Any]:
         # Realtime
         "SessionRequest": obj(
             {
-                **common_routing_properties("realtime"),
+                **capability_routing_properties("realtime"),
                 "voice": s(),
                 "ttl_seconds": {"type": "integer", "minimum": TTL_SECONDS[0], "maximum": TTL_SECONDS[1]},
             }

@@ -220,6 +220,8 @@ OUT_OF_BOUNDS = [
     ("/ai/tts", {"input": "x", "format": "aiff"}, "format"),
     ("/ai/realtime/token", {"ttl_seconds": 5}, "ttl_seconds"),
     ("/embeddings", {"input": "x", "encoding_format": "hex"}, "encoding_format"),
+    ("/ai/embed", {"input": "x", "task": "poetry"}, "task"),
+    ("/ai/rerank", {"query": "q", "documents": ["d"], "task": "poetry"}, "task"),
     ("/ai/embed", {"input": ["x"] * 2049}, "input"),
     ("/ai/image", {"prompt": "x" * 4001}, "prompt"),
     ("/ai/vision", {"prompt": "x", "images": [{"url": "https://example.com/a.png"}] * 5}, "images"),
