@@ -32,10 +32,12 @@ class ApiError(Exception):
         self.message = message
         self.extra = extra
 
-    def response(self, request_id: str | None = None) -> JsonResponse:
+    def response(self, request_id: str | None = None, meta: dict[str, Any] | None = None) -> JsonResponse:
         body: dict[str, Any] = {"error": {"code": self.code, "message": self.message, **self.extra}}
         if request_id:
             body["error"]["request_id"] = request_id
+        if meta is not None:
+            body["_metadata"] = meta
         resp = JsonResponse(body, status=self.status)
         if request_id:
             resp["X-Request-Id"] = request_id
@@ -127,7 +129,8 @@ def api_view(methods: list[str], *, auth: bool = True) -> Callable[[Callable[...
                     )
                 result = view(request, state, *args, **kwargs)
             except ApiError as exc:
-                return exc.response(state.request_id)
+                vendor = exc.extra.get("vendor")
+                return exc.response(state.request_id, metadata(state, **({"vendor": vendor} if vendor else {})))
             if isinstance(result, HttpResponseBase):
                 response = result
             else:
@@ -161,7 +164,8 @@ def api_view_async(methods: list[str]) -> Callable[[Callable[..., Any]], Callabl
                     )
                 result = await view(request, state, *args, **kwargs)
             except ApiError as exc:
-                return exc.response(state.request_id)
+                vendor = exc.extra.get("vendor")
+                return exc.response(state.request_id, metadata(state, **({"vendor": vendor} if vendor else {})))
             if isinstance(result, HttpResponseBase):
                 response = result
             else:

@@ -47,13 +47,8 @@ class Served:
 
 
 async def route(caller: Caller, capability: str, body: dict[str, Any]) -> list[Candidate]:
-    return await sync_to_async(routing.candidates)(
-        caller.account,
-        capability,
-        model=body.get("model") if isinstance(body.get("model"), str) else None,
-        vendor=body.get("vendor") if isinstance(body.get("vendor"), str) else None,
-        prefer=body.get("prefer") if isinstance(body.get("prefer"), str) else None,
-    )
+    """Candidates for `capability` from the body's model, vendor, task and prefer (validated)."""
+    return await sync_to_async(routing.candidates_for_body)(caller.account, capability, body)
 
 
 async def metered(

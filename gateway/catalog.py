@@ -47,7 +47,10 @@ def usd_rate(entry: CatalogModel) -> Decimal:
 
 def to_nano(amount: Decimal, entry: CatalogModel) -> int:
     """Convert an amount in the entry's currency to nano-USD, rounding up."""
-    return int((amount * usd_rate(entry) * NANO_PER_USD).to_integral_value(rounding=ROUND_CEILING))
+    nano = amount * NANO_PER_USD
+    if entry.currency != "USD":
+        nano = nano / settings.CNY_PER_USD  # divide last: a rounded 1/rate would bill a nano too much
+    return int(nano.to_integral_value(rounding=ROUND_CEILING))
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ def parse_chat_params(body: dict[str, Any], request: HttpRequest | None, *, open
     params.task = _optional_str(body, "task")
     params.prefer = _optional_str(body, "prefer")
     params.temperature = _number(body, "temperature", 0, 2)
-    limit_name = "max_completion_tokens" if openai_shape and "max_completion_tokens" in body else "max_tokens"
+    limit_name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     max_tokens = body.get(limit_name)
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
         raise field_error(limit_name, f"{limit_name} must be a positive integer.")

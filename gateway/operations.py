@@ -26,7 +26,7 @@ from gateway.sandbox import tokens
 
 MAX_EMBED_INPUTS = 2048
 MAX_IMAGES = 4
-SIZE_PATTERN = re.compile(r"^\d{2,4}x\d{2,4}$")
+SIZE_PATTERN = re.compile(r"^(\d{2,4}x\d{2,4}|auto)$")
 AUDIO_FORMATS = ("mp3", "wav", "ogg", "pcm", "opus", "flac")
 MAX_RERANK_DOCUMENTS = 1000
 
@@ -43,13 +43,7 @@ class Prepared:
 
 
 async def route(account: Account, capability: str, body: dict[str, Any]) -> list[Candidate]:
-    def pick(name: str) -> str | None:
-        value = body.get(name)
-        return value if isinstance(value, str) else None
-
-    return await sync_to_async(routing.candidates)(
-        account, capability, model=pick("model"), vendor=pick("vendor"), task=pick("task"), prefer=pick("prefer")
-    )
+    return await sync_to_async(routing.candidates_for_body)(account, capability, body)
 
 
 # --- Chat (plain; streaming stays in gateway/chat.py) -----------------------------------------
@@ -123,7 +117,7 @@ async def prepare_image(account: Account, body: dict[str, Any]) -> Prepared:
     prompt = required_str(body, "prompt", 4000)
     size = body.get("size", "1024x1024")
     if not isinstance(size, str) or not SIZE_PATTERN.match(size):
-        raise field_error("size", "size must look like 1024x1024.")
+        raise field_error("size", "size must look like 1024x1024 (or auto).")
     n = integer(body, "n", 1, 1, MAX_IMAGES)
     assert n is not None
     chain = await route(account, "image", body)
@@ -175,9 +169,13 @@ async def prepare_rerank(account: Account, body: dict[str, Any]) -> Prepared:
     counted = tokens.count_text(query) * len(documents) + sum(tokens.count_text(d) for d in documents)
 
     async def call(candidate: Candidate) -> tuple[Any, int, UsageFacts]:
-        ranked = await candidate.vendor.rerank(candidate.model_name, query, documents, top_n, candidate.credential)
-        cost = capabilities.charged(candidate, capabilities.input_tokens_nano(candidate.entry, counted))
-        return ranked, cost, facts("rerank", candidate, input_tokens=counted, units={"documents": len(documents)})
+        ranked, usage = await candidate.vendor.rerank_with_usage(
+            candidate.model_name, query, documents, top_n, candidate.credential
+        )
+        # Bill the vendor's own units (Cohere: search units) when it reports them, else our count.
+        billed = usage.input_tokens or counted
+        cost = capabilities.charged(candidate, capabilities.input_tokens_nano(candidate.entry, billed))
+        return ranked, cost, facts("rerank", candidate, input_tokens=billed, units={"documents": len(documents)})
 
     return Prepared("rerank", chain, lambda c: capabilities.input_tokens_nano(c.entry, counted), call)
 

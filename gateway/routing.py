@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 
@@ -93,7 +94,9 @@ def candidates(
         if credential is None:
             unusable.append(entry.vendor)
             continue
-        usable.append(Candidate(entry, vendor_impl, credential, model or entry.model_id))
+        name = model or entry.model_id
+        # A per-chip price only holds on that chip: the vendor is asked for "model@chip".
+        usable.append(Candidate(entry, vendor_impl, credential, f"{name}@{entry.chip}" if entry.chip else name))
 
     if not usable:
         if unusable:
@@ -127,3 +130,14 @@ def candidates(
             )
         )
     return usable
+
+
+def candidates_for_body(account: Account, capability: str, body: dict[str, Any]) -> list[Candidate]:
+    """`candidates` from a request body's model, vendor, task and prefer, refusing wrong types."""
+    choices: dict[str, str | None] = {}
+    for name in ("model", "vendor", "task", "prefer"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise field_error(name, f"{name} must be a non-empty string.")
+        choices[name] = value
+    return candidates(account, capability, **choices)

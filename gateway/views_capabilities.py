@@ -124,7 +124,7 @@ async def store_images(
 @api_view_async(["POST"])
 async def ai_image(request: HttpRequest, state: ApiRequestState) -> Any:
     body = parse_json_body(request)
-    with_b64 = body.get("response_format") == "b64_json" or body.get("b64") is True
+    with_b64 = (optional_str(body, "response_format", ("url", "b64_json")) or "url") == "b64_json"
 
     async def produce() -> dict[str, Any]:
         served = await run_image(request, state, body)

@@ -290,7 +290,7 @@ def test_the_success_redirect_alone_never_credits(live_server, console_standin):
 
 def test_make_run_starts_the_stand_in_without_a_real_key():
     names = {p.name: p for p in devserver.planned_processes({"HOST": "127.0.0.1", "PORT": "8123"})}
-    assert set(names) == {"web", "sweeper", "stripe"}
+    assert set(names) == {"web", "housekeeping", "worker", "stripe"}
     argv = names["stripe"].argv
     assert argv[1:3] == ["-m", "devtools.stripe_standin"]
     assert argv[argv.index("--port") + 1] == "8420"

@@ -165,11 +165,6 @@ def test_a_rerank_through_the_api_is_served_by_cohere(client, settings):
     assert [r["authorization"] for r in script.requests] == ["Bearer co-platform-sim"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/views_capabilities.py bills rerank by its own token count x input_per_mtok; "
-    "Cohere's price is per search unit (rerank_with_usage reports them)",
-)
 @pytest.mark.django_db
 def test_a_rerank_through_the_api_is_billed_per_search_unit(client, settings):
     body, _ = _rerank_through_the_api(client, settings)

@@ -489,11 +489,6 @@ async def test_a_chat_through_the_api_is_served_by_genstudio_and_priced_from_cny
     assert balance.held_nano == 0 and balance.balance_nano == USD - 2 * expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/routing.py asks the vendor for the catalog model_id without the entry's chip, "
-    "so GenStudio's default route serves a call billed at one chip's price",
-)
 @pytest.mark.django_db(transaction=True)
 async def test_the_chip_of_the_priced_catalog_entry_picks_the_chip_route(settings):
     account = await sync_to_async(make_account)(credit_nano=USD)
@@ -508,11 +503,6 @@ async def test_the_chip_of_the_priced_catalog_entry_picks_the_chip_route(setting
     assert script.paths() == ["/maas/megrez-7b-instruct/amd/chat/completions"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/catalog.py multiplies by a rounded 1/CNY_PER_USD (0.13888...889) before rounding up, "
-    "so a CNY cost that is a whole number of nano-USD is billed 1 nano-USD over",
-)
 @pytest.mark.django_db
 def test_a_cny_cost_of_a_whole_nano_dollar_is_not_rounded_past_it(settings):
     from gateway import catalog

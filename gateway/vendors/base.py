@@ -144,6 +144,12 @@ class Vendor:
         """[{index, relevance_score}] best first."""
         raise VendorError(f"{self.name} does not serve rerank", status=400, code="UNSUPPORTED_CAPABILITY")
 
+    async def rerank_with_usage(
+        self, model: str, query: str, documents: list[str], top_n: int | None, credential: Credential
+    ) -> tuple[list[dict[str, Any]], Usage]:
+        """The ranking and what the vendor says it billed (empty Usage when it says nothing)."""
+        return await self.rerank(model, query, documents, top_n, credential), Usage()
+
     async def image(self, model: str, prompt: str, size: str, n: int, credential: Credential) -> list[bytes | str]:
         """PNG bytes or image URLs, one per image."""
         raise VendorError(f"{self.name} does not serve images", status=400, code="UNSUPPORTED_CAPABILITY")

@@ -1,6 +1,6 @@
 """The built-in sandbox vendor: every capability offline, always labelled "sandbox".
 
-It wraps the engines in gateway/sandbox/. Failure injection for tests and demos: a model name
+It wraps the engines in gateway/sandbox/. Failure injection for tests and demos (chat only): a model name
 ending in `-fail-429`, `-fail-500`, `-timeout` or `-cut-stream[-N]` (e.g.
 `sandbox-chat-fail-429`), or the header `X-Sandbox-Fail: 429|500|timeout|cut-stream`.
 """
