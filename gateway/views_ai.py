@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,7 @@ from gateway import chat, idempotency
 from gateway.api import ApiRequestState, Caller, api_view_async, parse_json_body
 from gateway.chat import ChatOutcome, StreamEvent
 from gateway.models import IdempotencyRecord
+from gateway.vendors.base import Usage
 
 
 def sse(data: dict[str, Any] | str) -> bytes:
@@ -115,6 +117,60 @@ def ai_stream_events(events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]
     return generate()
 
 
+async def idempotent_stream(
+    request: HttpRequest, state: ApiRequestState, scope: str, body: dict[str, Any], params: chat.ChatParams
+) -> AsyncIterator[StreamEvent]:
+    """A chat stream under the idempotency rules: a replay streams the stored reply at no cost;
+    a first call stores its reply once the final event is out; a stream that breaks stores nothing."""
+    caller = state.caller
+    assert caller is not None
+    claim = await claim_idempotency(request, caller, scope, body)
+    if isinstance(claim, dict):
+        return _replayed_events(claim, state)
+    try:
+        events = await chat.open_stream(request, caller, state, params)
+    except BaseException:
+        if claim is not None:
+            await sync_to_async(idempotency.abandon)(claim)
+        raise
+    return events if claim is None else _recorded_events(events, claim)
+
+
+async def _replayed_events(stored: dict[str, Any], state: ApiRequestState) -> AsyncIterator[StreamEvent]:
+    usage = stored["usage"]
+    yield StreamEvent("delta", text=stored["content"], model=stored["model"])
+    yield StreamEvent(
+        "final",
+        finish_reason=stored["finish_reason"],
+        usage=Usage(usage["prompt_tokens"], usage["completion_tokens"]),
+        metadata=replayed(stored, state)["_metadata"],
+        model=stored["model"],
+    )
+
+
+async def _recorded_events(events: AsyncIterator[StreamEvent], claim: IdempotencyRecord) -> AsyncIterator[StreamEvent]:
+    text: list[str] = []
+    stored = False
+    try:
+        async for event in events:
+            if event.kind == "delta":
+                text.append(event.text)
+            elif event.kind == "final" and event.usage is not None:
+                result = {
+                    "content": "".join(text),
+                    "finish_reason": event.finish_reason,
+                    "model": event.model,
+                    "usage": usage_json(event.usage),
+                    "_metadata": event.metadata,
+                }
+                await sync_to_async(idempotency.complete)(claim, 200, result)
+                stored = True
+            yield event
+    finally:
+        if not stored:
+            await asyncio.shield(sync_to_async(idempotency.abandon)(claim))
+
+
 @api_view_async(["POST"])
 async def ai_chat(request: HttpRequest, state: ApiRequestState) -> Any:
     caller = state.caller
@@ -122,7 +178,7 @@ async def ai_chat(request: HttpRequest, state: ApiRequestState) -> Any:
     body = parse_json_body(request)
     params = chat.parse_chat_params(body, request)
     if params.stream:
-        events = await chat.open_stream(request, caller, state, params)
+        events = await idempotent_stream(request, state, "ai.chat.stream", body, params)
         return streaming_response(ai_stream_events(events))
 
     async def produce() -> dict[str, Any]:

@@ -13,7 +13,7 @@ from gateway import chat
 from gateway.api import ApiRequestState, api_view_async, parse_json_body
 from gateway.chat import ChatOutcome, StreamEvent
 from gateway.models import CatalogModel
-from gateway.views_ai import run_idempotent, sse, streaming_response, usage_json
+from gateway.views_ai import idempotent_stream, run_idempotent, sse, streaming_response, usage_json
 
 
 def completion_json(outcome: ChatOutcome, state: ApiRequestState) -> dict[str, Any]:
@@ -85,7 +85,7 @@ async def chat_completions(request: HttpRequest, state: ApiRequestState) -> Any:
     body = parse_json_body(request)
     params = chat.parse_chat_params(body, request, openai_shape=True)
     if params.stream:
-        events = await chat.open_stream(request, caller, state, params)
+        events = await idempotent_stream(request, state, "chat.completions.stream", body, params)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return streaming_response(completion_chunks(events, state, include_usage))
 

@@ -342,3 +342,35 @@ async def test_a_stream_without_credit_is_a_plain_402():
     secret = await sync_to_async(make_key)(account)
     status, events = await _stream("/v1/ai/chat", {"messages": "hi", "stream": True}, secret)
     assert status == 402 and events[0]["error"]["code"] == "INSUFFICIENT_CREDIT"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_retried_stream_with_the_same_idempotency_key_replays_without_charging():
+    from asgiref.sync import sync_to_async
+
+    account = await sync_to_async(make_account)(credit_nano=USD)
+    secret = await sync_to_async(make_key)(account)
+    body = {"messages": "Stream me once", "stream": True, "idempotency_key": "stream-1"}
+    _, first = await _stream("/v1/ai/chat", body, secret)
+    balance_after_first = (await sync_to_async(ledger.get_balance)(account)).balance_nano
+    _, again = await _stream("/v1/ai/chat", body, secret)
+    text_first = "".join(e["delta"] for e in first if isinstance(e, dict) and "delta" in e)
+    text_again = "".join(e["delta"] for e in again if isinstance(e, dict) and "delta" in e)
+    assert text_again == text_first and len(text_first) > 10
+    assert again[-2]["_metadata"]["replayed"] is True and again[-2]["_metadata"]["cost_usd"] == "0.00"
+    assert (await sync_to_async(ledger.get_balance)(account)).balance_nano == balance_after_first
+    assert await UsageRecord.objects.acount() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_stream_that_broke_can_be_retried_with_its_key():
+    from asgiref.sync import sync_to_async
+
+    account = await sync_to_async(make_account)(credit_nano=USD)
+    secret = await sync_to_async(make_key)(account)
+    cut = {"messages": "hi", "model": "sandbox-chat-cut-stream-2", "stream": True, "idempotency_key": "k"}
+    _, events = await _stream("/v1/ai/chat", cut, secret)
+    assert any(isinstance(e, dict) and "error" in e for e in events)
+    _, retried = await _stream("/v1/ai/chat", cut, secret)
+    assert not any(isinstance(e, dict) and e.get("_metadata", {}).get("replayed") for e in retried)
+    assert await UsageRecord.objects.acount() == 2  # the cut call and the retry, each charged for what it delivered
