@@ -93,6 +93,8 @@ _PARAM_RATE = 1
 _PARAM_VOLUME = 2
 _PARAM_PITCH = 3
 _EE_OK = 0
+_DEFAULT_PITCH = 50
+TTS_RANDOM_SEED = 1
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,13 @@ class _Espeak:
         lib.espeak_Synth.restype = ctypes.c_int
         lib.espeak_Synchronize.argtypes = []
         lib.espeak_Synchronize.restype = ctypes.c_int
+        # espeak-ng's own random generator (used by some variants) is reseeded before each call.
+        # Output is still not bit-exact across calls: the pitch flutter phase is a global that
+        # carries over from one utterance to the next (repeats differ by a few milliseconds).
+        self._set_seed = getattr(lib, "espeak_ng_SetRandSeed", None)
+        if self._set_seed is not None:
+            self._set_seed.argtypes = [ctypes.c_long]
+            self._set_seed.restype = None
         lib.espeak_ListVoices.argtypes = [ctypes.POINTER(_EspeakVoice)]
         lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_EspeakVoice))
         rate = lib.espeak_Initialize(
@@ -227,6 +236,11 @@ class _Espeak:
             self.lib.espeak_SetParameter(_PARAM_VOLUME, 100, 0)
             if pitch is not None:
                 self.lib.espeak_SetParameter(_PARAM_PITCH, pitch, 0)
+            else:
+                # Parameters persist across calls: go back to the voice's own pitch.
+                self.lib.espeak_SetParameter(_PARAM_PITCH, _DEFAULT_PITCH, 0)
+            if self._set_seed is not None:
+                self._set_seed(TTS_RANDOM_SEED)
             self._chunks = []
             status = self.lib.espeak_Synth(raw, len(raw), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
             self.lib.espeak_Synchronize()
