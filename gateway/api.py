@@ -112,6 +112,29 @@ def metadata(state: ApiRequestState, **overrides: Any) -> dict[str, Any]:
     }
 
 
+def _check_method(request: HttpRequest, methods: list[str]) -> None:
+    if request.method not in methods:
+        raise ApiError(405, "METHOD_NOT_ALLOWED", f"Use {' or '.join(methods)} on this route.", allowed=methods)
+
+
+def _error_response(state: ApiRequestState, exc: ApiError) -> HttpResponseBase:
+    vendor = exc.extra.get("vendor")
+    return exc.response(state.request_id, metadata(state, **({"vendor": vendor} if vendor else {})))
+
+
+def _response(state: ApiRequestState, result: Any) -> HttpResponseBase:
+    """A view's dict as JSON with `_metadata` (and an optional `_status`), or its own response."""
+    if isinstance(result, HttpResponseBase):
+        response = result
+    else:
+        status = result.pop("_status", 200) if isinstance(result, dict) else 200
+        if isinstance(result, dict) and "_metadata" not in result:
+            result["_metadata"] = metadata(state)
+        response = JsonResponse(result, status=status)
+    response["X-Request-Id"] = state.request_id
+    return response
+
+
 def api_view(methods: list[str], *, auth: bool = True) -> Callable[[Callable[..., Any]], Callable[..., HttpResponse]]:
     """Wrap a sync `/v1` view: the view gets (request, state, **kwargs) and returns a dict or response."""
 
@@ -123,23 +146,11 @@ def api_view(methods: list[str], *, auth: bool = True) -> Callable[[Callable[...
             try:
                 if auth:
                     state.caller = authenticate(request)
-                if request.method not in methods:
-                    raise ApiError(
-                        405, "METHOD_NOT_ALLOWED", f"Use {' or '.join(methods)} on this route.", allowed=methods
-                    )
+                _check_method(request, methods)
                 result = view(request, state, *args, **kwargs)
             except ApiError as exc:
-                vendor = exc.extra.get("vendor")
-                return exc.response(state.request_id, metadata(state, **({"vendor": vendor} if vendor else {})))
-            if isinstance(result, HttpResponseBase):
-                response = result
-            else:
-                status = result.pop("_status", 200) if isinstance(result, dict) else 200
-                if isinstance(result, dict) and "_metadata" not in result:
-                    result["_metadata"] = metadata(state)
-                response = JsonResponse(result, status=status)
-            response["X-Request-Id"] = state.request_id
-            return response
+                return _error_response(state, exc)
+            return _response(state, result)
 
         wrapper.csrf_exempt = True  # type: ignore[attr-defined]
         return wrapper
@@ -158,22 +169,11 @@ def api_view_async(methods: list[str]) -> Callable[[Callable[..., Any]], Callabl
             request.api = state  # type: ignore[attr-defined]
             try:
                 state.caller = await sync_to_async(authenticate)(request)
-                if request.method not in methods:
-                    raise ApiError(
-                        405, "METHOD_NOT_ALLOWED", f"Use {' or '.join(methods)} on this route.", allowed=methods
-                    )
+                _check_method(request, methods)
                 result = await view(request, state, *args, **kwargs)
             except ApiError as exc:
-                vendor = exc.extra.get("vendor")
-                return exc.response(state.request_id, metadata(state, **({"vendor": vendor} if vendor else {})))
-            if isinstance(result, HttpResponseBase):
-                response = result
-            else:
-                status = result.pop("_status", 200)
-                result.setdefault("_metadata", metadata(state))
-                response = JsonResponse(result, status=status)
-            response["X-Request-Id"] = state.request_id
-            return response
+                return _error_response(state, exc)
+            return _response(state, result)
 
         wrapper.csrf_exempt = True  # type: ignore[attr-defined]
         return wrapper

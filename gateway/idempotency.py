@@ -44,6 +44,21 @@ def explicit_key(request: HttpRequest, body: dict[str, Any], *, required: bool) 
     return key
 
 
+def _earlier_call(account: Account, scope: str, key: str, request_hash: str) -> IdempotencyRecord:
+    """The record of the earlier call with this key; a different body is a 422."""
+    existing = IdempotencyRecord.objects.filter(account=account, scope=scope, key=key).first()
+    if existing is None:
+        raise ApiError(409, "IDEMPOTENCY_CONFLICT", "A concurrent call with this idempotency_key failed; retry.")
+    if existing.request_hash != request_hash:
+        raise ApiError(
+            422,
+            "IDEMPOTENCY_KEY_REUSED",
+            "This idempotency_key was used with a different request body; use a new key for a new request.",
+            field="idempotency_key",
+        )
+    return existing
+
+
 def run_once(
     account: Account,
     scope: str,
@@ -76,16 +91,7 @@ def run_once(
             record.save(update_fields=["status_code", "response"])
             return status, first, False
     except IntegrityError:
-        existing = IdempotencyRecord.objects.filter(account=account, scope=scope, key=key).first()
-        if existing is None:
-            raise
-    if existing.request_hash != request_hash:
-        raise ApiError(
-            422,
-            "IDEMPOTENCY_KEY_REUSED",
-            "This idempotency_key was used with a different request body; use a new key for a new request.",
-            field="idempotency_key",
-        )
+        existing = _earlier_call(account, scope, key, request_hash)
     return existing.status_code or 200, dict(existing.response or {}), True
 
 
@@ -129,16 +135,7 @@ def claim(account: Account, scope: str, key: str, body: dict[str, Any]) -> Idemp
                 expires_at=now + timedelta(seconds=settings.IDEMPOTENCY_WINDOW_SECONDS),
             )
     except IntegrityError:
-        existing = IdempotencyRecord.objects.filter(account=account, scope=scope, key=key).first()
-        if existing is None:
-            raise
-    if existing.request_hash != request_hash:
-        raise ApiError(
-            422,
-            "IDEMPOTENCY_KEY_REUSED",
-            "This idempotency_key was used with a different request body; use a new key for a new request.",
-            field="idempotency_key",
-        )
+        existing = _earlier_call(account, scope, key, request_hash)
     if existing.response is None:
         raise InProgress()
     return dict(existing.response)

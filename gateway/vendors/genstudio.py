@@ -61,6 +61,7 @@ from gateway.vendors.base import (
     error_for_status,
     timeout_error,
 )
+from gateway.vendors.openai_compatible import chat_completions_body
 
 DEPLOYMENT_ID = re.compile(r"mif-[A-Za-z0-9]+")
 PATH_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -181,19 +182,7 @@ class GenStudio(Vendor):
         return f"{base}/maas/v1/chat/completions", model_id
 
     def chat_body(self, request: ChatRequest, model: str, stream: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": model, "messages": request.messages}
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.max_tokens is not None:
-            body["max_tokens"] = request.max_tokens
-        if request.tools:
-            body["tools"] = request.tools
-        if request.response_format:
-            body["response_format"] = request.response_format
-        if stream:
-            body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
-        return body
+        return chat_completions_body(request, model, stream)
 
     def headers(self, credential: Credential) -> dict[str, str]:
         return {"Authorization": f"Bearer {credential.api_key}"} if credential.api_key else {}

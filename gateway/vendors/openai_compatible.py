@@ -53,6 +53,23 @@ def _error_detail(response: httpx.Response) -> str:
     return str(body)[:300]
 
 
+def chat_completions_body(request: ChatRequest, model: str, stream: bool) -> dict[str, Any]:
+    """An OpenAI Chat Completions request body (shared by every vendor speaking that format)."""
+    body: dict[str, Any] = {"model": model, "messages": request.messages}
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    if request.tools:
+        body["tools"] = request.tools
+    if request.response_format:
+        body["response_format"] = request.response_format
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
 class OpenAICompatible(Vendor):
     name: ClassVar[str] = "openai_compatible"
     label: ClassVar[str] = "OpenAI-compatible endpoint"
@@ -67,19 +84,7 @@ class OpenAICompatible(Vendor):
         return credential.base_url.rstrip("/") + "/chat/completions"
 
     def chat_body(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": request.model, "messages": request.messages}
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.max_tokens is not None:
-            body["max_tokens"] = request.max_tokens
-        if request.tools:
-            body["tools"] = request.tools
-        if request.response_format:
-            body["response_format"] = request.response_format
-        if stream:
-            body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
-        return body
+        return chat_completions_body(request, request.model, stream)
 
     def headers(self, credential: Credential) -> dict[str, str]:
         return {"Authorization": f"Bearer {credential.api_key}"} if credential.api_key else {}
