@@ -14,6 +14,7 @@ import textwrap
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from gateway.sandbox._text import stable_hash
@@ -151,6 +152,27 @@ def open_image(data: bytes) -> Image.Image:
     return image
 
 
+_HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def to_display_mode(image: Image.Image) -> Image.Image:
+    """The image in an 8-bit mode (L, LA, RGB or RGBA), scaling 16-bit, 32-bit and float samples.
+
+    Plain ``convert("RGB")`` clips those to 0..255, which turns most 16-bit images white.
+    """
+    if image.mode in ("L", "LA", "RGB", "RGBA"):
+        return image
+    if image.mode in _HIGH_DEPTH_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F" and values.size and float(np.nanmax(values)) <= 1.0:
+            values = values * 255.0  # float images in 0..1
+        elif image.mode != "F" and values.size and float(values.max()) > 255.0:
+            values = values / 257.0  # 16-bit range 0..65535
+        return Image.fromarray(np.nan_to_num(values).clip(0, 255).astype(np.uint8), mode="L")
+    has_alpha = image.mode.endswith("A") or image.mode == "PA" or "transparency" in image.info
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
 def upscale(png_bytes: bytes, factor: int = 2) -> UpscaleResult:
     """Upscale an image by ``factor`` (2 or 4) with Lanczos resampling; returns PNG bytes and sizes."""
     if factor not in UPSCALE_FACTORS:
@@ -159,8 +181,7 @@ def upscale(png_bytes: bytes, factor: int = 2) -> UpscaleResult:
     width, height = image.size
     if max(width, height) * factor > MAX_UPSCALED_SIDE:
         raise SandboxInvalidRequest(f"upscaled image would exceed {MAX_UPSCALED_SIDE} pixels per side")
-    if image.mode not in ("RGB", "RGBA", "L", "LA"):
-        image = image.convert("RGBA" if "transparency" in image.info or image.mode.endswith("A") else "RGB")
+    image = to_display_mode(image)
     big = image.resize((width * factor, height * factor), Image.Resampling.LANCZOS)
     return UpscaleResult(
         png=_to_png(big),

@@ -421,7 +421,11 @@ def decode_audio(data: bytes, fmt: str | None = None, pcm_sample_rate: int = PCM
 
     if not isinstance(data, bytes | bytearray | memoryview) or not data:
         raise SandboxInvalidAudio("audio data is empty")
-    if normalize_format(fmt) == "pcm":
+    try:
+        hint = normalize_format(fmt)
+    except SandboxInvalidRequest:
+        hint = None  # e.g. application/octet-stream from a multipart upload: sniff the content
+    if hint == "pcm":
         raw = bytes(data)
         if len(raw) % 2:
             raise SandboxInvalidAudio("pcm audio must be 16-bit samples (even byte count)")
@@ -429,7 +433,9 @@ def decode_audio(data: bytes, fmt: str | None = None, pcm_sample_rate: int = PCM
     try:
         samples, rate = soundfile.read(io.BytesIO(bytes(data)), dtype="float64", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
-        raise SandboxInvalidAudio(f"not decodable audio ({type(exc).__name__})") from exc
+        raise SandboxInvalidAudio(
+            f"not decodable audio ({type(exc).__name__}); supported: WAV, FLAC, Ogg Vorbis/Opus, MP3, raw pcm"
+        ) from exc
     return samples, int(rate)
 
 

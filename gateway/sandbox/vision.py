@@ -18,7 +18,7 @@ from PIL import Image
 
 from gateway.sandbox._text import words
 from gateway.sandbox.errors import SandboxInvalidImage, SandboxInvalidRequest
-from gateway.sandbox.images import open_image
+from gateway.sandbox.images import open_image, to_display_mode
 
 ANALYSIS_SIDE = 128
 QUANTIZE_COLOURS = 12
@@ -122,7 +122,7 @@ def short_hex(rgb: tuple[int, int, int]) -> str:
 
 
 def _dominant_colours(image: Image.Image) -> tuple[list[ColourShare], float]:
-    rgba = image.convert("RGBA")
+    rgba = to_display_mode(image).convert("RGBA")
     rgba.thumbnail((ANALYSIS_SIDE, ANALYSIS_SIDE), Image.Resampling.BOX)
     # Transparent pixels carry no colour: analyse the opaque ones, flattened onto white.
     flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -179,6 +179,24 @@ def analyze(image_bytes: bytes) -> ImageFacts:
     )
 
 
+_MODE_NAMES = {
+    "1": "black-and-white",
+    "L": "grayscale",
+    "LA": "grayscale",
+    "P": "palette",
+    "PA": "palette",
+    "RGB": "RGB",
+    "RGBA": "RGB",
+    "CMYK": "CMYK",
+    "YCbCr": "YCbCr",
+    "I;16": "16-bit grayscale",
+    "I;16B": "16-bit grayscale",
+    "I;16L": "16-bit grayscale",
+    "I": "32-bit grayscale",
+    "F": "floating-point grayscale",
+}
+
+
 def _percent(x: float) -> str:
     return f"{round(x * 100)}%"
 
@@ -186,9 +204,7 @@ def _percent(x: float) -> str:
 def describe(image_bytes: bytes, prompt: str = "") -> str:
     """A short factual description of the image, ordered by what the prompt asks about."""
     facts = analyze(image_bytes)
-    kind = {"L": "grayscale", "1": "black-and-white", "LA": "grayscale with alpha", "P": "palette"}.get(
-        facts.mode, facts.mode
-    )
+    kind = _MODE_NAMES.get(facts.mode, facts.mode)
     size = f"{facts.width}x{facts.height} pixels ({facts.orientation}, {kind}"
     size += ", with transparency)" if facts.has_alpha else ")"
     if facts.frames > 1:

@@ -217,3 +217,10 @@ def test_asr_refuses_non_audio(data):
 def test_asr_only_speaks_english():
     with pytest.raises(SandboxInvalidRequest):
         speech.transcribe(speech.synthesize("hello").audio, language="fr")
+
+
+def test_asr_sniffs_the_container_when_the_mime_type_is_generic():
+    audio = speech.synthesize("hello world", response_format="mp3").audio
+    assert "hello" in speech.transcribe(audio, "application/octet-stream")["text"]
+    with pytest.raises(SandboxInvalidAudio):
+        speech.transcribe(b"\x1aE\xdf\xa3 not really webm", "audio/webm")

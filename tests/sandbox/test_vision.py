@@ -107,3 +107,17 @@ def test_data_urls():
     assert vision.image_bytes_from_data_url(url) == png
     with pytest.raises(SandboxInvalidRequest):
         vision.image_bytes_from_data_url("https://example.com/cat.png")
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped():
+    import numpy as np
+
+    gradient = Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16))
+    assert gradient.mode == "I;16"
+    facts = vision.analyze(_encode(gradient))
+    assert facts.brightness == pytest.approx(0.5, abs=0.05)
+    assert len(facts.dominant_colours) == 3
+    assert "16-bit grayscale" in vision.describe(_encode(gradient))
+    upscaled = Image.open(io.BytesIO(images.upscale(_encode(gradient), 2).png))
+    assert upscaled.size == (128, 128)
+    assert upscaled.getextrema()[0] < 10 and upscaled.getextrema()[1] > 245
