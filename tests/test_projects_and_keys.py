@@ -153,3 +153,10 @@ def test_project_ids_are_public_ids_not_sequential_numbers():
     project = Project.objects.get()
     assert project.public_id.encode() in page.content
     assert f"/projects/{project.pk}/".encode() not in page.content
+
+
+def test_the_console_says_when_the_sandbox_vendor_and_test_payments_are_in_use(settings):
+    page = signed_in_client(make_account()).get("/").content.decode()
+    assert "Sandbox vendor" in page and "Payments: test mode" in page
+    settings.OPENAI_API_KEY = "sk-real"
+    assert "Sandbox vendor" not in signed_in_client(make_account("b@example.com")).get("/").content.decode()
