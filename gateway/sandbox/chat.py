@@ -248,6 +248,10 @@ def _prose(prompt: _Prompt) -> str:
     return " ".join(sentences)
 
 
+_CONSTRAINTS = frozenset({"enum", "const", "maxLength", "minLength", "pattern", "format"})
+_PROSE_FIELDS = ("answer", "reply", "response", "text", "content", "summary", "message", "description")
+
+
 def _schema_instance(
     schema: Any, root: Mapping[str, Any], prompt: _Prompt, answer: str, name: str = "", depth: int = 0
 ) -> Any:
@@ -282,33 +286,45 @@ def _schema_instance(
             if isinstance(key, str)
         }
     if kind == "array":
-        count = max(1, min(int(schema.get("minItems", 0) or 0), 3))
-        if not schema.get("minItems"):
-            count = min(max(len(prompt.keywords), 1), int(schema.get("maxItems", 3) or 3))
+        min_items = int(schema.get("minItems") or 0)
+        max_items = int(schema.get("maxItems") or max(min_items, 3))
+        count = max(min_items, min(max(len(prompt.keywords), 1), max_items))
         items = schema.get("items", {"type": "string"})
         values = []
         for i in range(count):
             value = _schema_instance(items, root, prompt, answer, name, depth + 1)
-            if isinstance(value, str) and prompt.keywords:
+            plain_strings = (
+                isinstance(items, Mapping) and items.get("type") == "string" and not _CONSTRAINTS & set(items)
+            )
+            if plain_strings and isinstance(value, str) and prompt.keywords:
                 value = prompt.keywords[i % len(prompt.keywords)]
             values.append(value)
         return values
-    if kind == "integer":
-        return int(schema.get("minimum", len(prompt.keywords)))
-    if kind == "number":
-        return float(schema.get("minimum", len(prompt.keywords)))
+    if kind in ("integer", "number"):
+        value = float(len(prompt.keywords))
+        if "minimum" in schema:
+            value = max(value, float(schema["minimum"]))
+        if "maximum" in schema:
+            value = min(value, float(schema["maximum"]))
+        return int(value) if kind == "integer" else value
     if kind == "boolean":
         return prompt.is_question
     if kind == "null":
         return None
     lowered = name.lower()
-    if any(
-        k in lowered for k in ("answer", "reply", "response", "text", "content", "summary", "message", "description")
-    ):
-        return answer
-    if prompt.keywords:
-        return prompt.keywords[stable_hash(name) % len(prompt.keywords)]
-    return "sandbox"
+    if any(k in lowered for k in _PROSE_FIELDS):
+        text = answer
+    elif prompt.keywords:
+        text = prompt.keywords[stable_hash(name) % len(prompt.keywords)]
+    else:
+        text = "sandbox"
+    max_length = schema.get("maxLength")
+    if isinstance(max_length, int) and max_length >= 0:
+        text = text[:max_length]
+    min_length = schema.get("minLength")
+    if isinstance(min_length, int) and len(text) < min_length:
+        text = text.ljust(min_length, ".")
+    return text
 
 
 def compose_reply(

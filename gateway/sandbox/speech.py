@@ -252,9 +252,10 @@ class _Espeak:
     def list_voices(self, variants: bool = False) -> list[tuple[str, str, list[str], int]]:
         """(name, identifier, languages, gender) of each voice, or of each variant."""
         spec = None
+        key = ctypes.create_string_buffer(b"variant")  # must outlive the call below
         if variants:
             spec = _EspeakVoice()
-            spec.languages = ctypes.cast(ctypes.c_char_p(b"variant"), ctypes.POINTER(ctypes.c_ubyte))
+            spec.languages = ctypes.cast(key, ctypes.POINTER(ctypes.c_ubyte))
         with self.lock:
             array = self.lib.espeak_ListVoices(ctypes.byref(spec) if spec is not None else None)
             found = []
@@ -284,23 +285,61 @@ class _Espeak:
         return found
 
 
+_INIT_LOCK = threading.Lock()
+
+
 @lru_cache(maxsize=1)
-def _espeak() -> _Espeak:
+def _espeak_instance() -> _Espeak:
     return _Espeak()
+
+
+def _espeak() -> _Espeak:
+    """The process's espeak-ng instance, created on first use (never two: the library is global)."""
+    with _INIT_LOCK:
+        return _espeak_instance()
+
+
+def _has_dictionary(identifier: str, language: str) -> bool:
+    """Whether the voice's pronunciation dictionary is installed (some bundles omit a few)."""
+    data = espeak_data_path()
+    if data is None:
+        return True  # a system espeak-ng: trust its packaging
+    dictionary = language.split("-")[0]
+    try:
+        for line in (data / "lang" / identifier).read_text(encoding="utf-8", errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "dictionary":
+                dictionary = parts[1]
+    except OSError:
+        pass
+    return (data / f"{dictionary}_dict").is_file()
+
+
+@lru_cache(maxsize=1)
+def _voice_table() -> tuple[tuple[Voice, ...], dict[str, str]]:
+    """The usable voices, and a lookup from voice id or primary language code to voice id."""
+    found: list[Voice] = []
+    lookup: dict[str, str] = {}
+    for name, identifier, languages, gender in _espeak().list_voices():
+        if not languages or not identifier or not _has_dictionary(identifier, languages[0]):
+            continue
+        # SetVoiceByName accepts the voice file's name ("en" for English (Great Britain)), not
+        # always its language code ("en-gb"): the id is the file name, the language its code.
+        vid = identifier.split("/")[-1].lower()
+        found.append(Voice(id=vid, name=name, language=languages[0], gender=_GENDERS.get(gender, "neutral")))
+        lookup[vid] = vid
+    for v in found:
+        lookup.setdefault(v.language.lower(), v.id)
+    return tuple(sorted(found, key=lambda v: v.id)), lookup
 
 
 def voices() -> list[Voice]:
     """The espeak-ng voices: one per language/dialect. ``id`` is what :func:`synthesize` accepts.
 
-    Any id can take a variant suffix, e.g. ``en-us+f3`` (see :func:`voice_variants`); OpenAI voice
-    names (``alloy``, ``nova``...) are accepted too, see ``OPENAI_VOICES``.
+    Any id can take a variant suffix, e.g. ``en-us+f3`` (see :func:`voice_variants`); primary
+    language codes (``en-gb``) and OpenAI voice names (``alloy``, ``nova``...) are accepted too.
     """
-    found = []
-    for name, _identifier, languages, gender in _espeak().list_voices():
-        if not languages:
-            continue
-        found.append(Voice(id=languages[0], name=name, language=languages[0], gender=_GENDERS.get(gender, "neutral")))
-    return sorted(found, key=lambda v: v.id)
+    return list(_voice_table()[0])
 
 
 def voice_variants() -> list[Voice]:
@@ -316,15 +355,16 @@ _VOICE_RE = re.compile(r"^[A-Za-z0-9_\-]+(?:\+[A-Za-z0-9_\-]+)?$")
 
 
 def resolve_voice(voice: str | None) -> str:
-    """The espeak-ng voice name for an OpenAI voice name or an espeak id (``en-gb+f2``)."""
-    if not voice:
-        return DEFAULT_VOICE
-    key = voice.strip().lower()
-    if key in OPENAI_VOICES:
-        return OPENAI_VOICES[key]
+    """The espeak-ng voice name for an OpenAI voice name, a voice id or a language (``en-gb+f2``)."""
+    key = (voice or DEFAULT_VOICE).strip()
+    key = OPENAI_VOICES.get(key.lower(), key)
     if not _VOICE_RE.match(key):
         raise SandboxInvalidRequest(f"invalid voice {voice!r}")
-    return key
+    language, plus, variant = key.partition("+")
+    vid = _voice_table()[1].get(language.lower())
+    if vid is None:
+        raise SandboxInvalidRequest(f"unknown voice {voice!r}; see the voices list")
+    return vid + plus + variant  # variant file names are case-sensitive ("Alex")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -513,8 +553,14 @@ class _Recognizer:
 
 
 @lru_cache(maxsize=1)
-def _recognizer() -> _Recognizer:
+def _recognizer_instance() -> _Recognizer:
     return _Recognizer()
+
+
+def _recognizer() -> _Recognizer:
+    """The process's pocketsphinx decoder, loaded on first use."""
+    with _INIT_LOCK:
+        return _recognizer_instance()
 
 
 _ALT_PRONUNCIATION = re.compile(r"\(\d+\)$")

@@ -92,7 +92,7 @@ def test_json_schema_mode_emits_an_instance_of_the_schema():
         "properties": {
             "answer": {"type": "string"},
             "topics": {"type": "array", "items": {"type": "string"}},
-            "confidence": {"type": "number", "minimum": 0.5},
+            "confidence": {"type": "number", "minimum": 0.5, "maximum": 1.0},
             "count": {"type": "integer"},
             "verified": {"type": "boolean"},
             "mood": {"enum": ["calm", "busy"]},
@@ -108,7 +108,7 @@ def test_json_schema_mode_emits_an_instance_of_the_schema():
     assert set(data) == set(schema["properties"])
     assert isinstance(data["answer"], str) and "photosynthesis" in data["answer"]
     assert data["topics"] and all(isinstance(t, str) for t in data["topics"])
-    assert data["confidence"] == 0.5
+    assert data["confidence"] == 1.0  # len(keywords) clamped into [0.5, 1.0]
     assert isinstance(data["count"], int)
     assert data["verified"] is True
     assert data["mood"] == "calm"
@@ -243,3 +243,32 @@ async def test_stream_can_be_cancelled():
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_json_schema_constraints_are_respected():
+    schema = {
+        "type": "object",
+        "properties": {
+            "tags": {"type": "array", "items": {"type": "string"}, "minItems": 5},
+            "codes": {"type": "array", "items": {"type": "string", "maxLength": 2}, "maxItems": 1},
+            "score": {"type": "integer", "minimum": 10, "maximum": 20},
+            "ratio": {"type": "number", "maximum": 0.5},
+            "summary": {"type": "string", "maxLength": 12},
+            "id": {"type": "string", "minLength": 40},
+        },
+    }
+    result = chat.generate_reply(
+        QUESTION, response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    )
+    data = json.loads(result.text)
+    assert len(data["tags"]) == 5
+    assert len(data["codes"]) == 1 and len(data["codes"][0]) <= 2
+    assert data["score"] == 10
+    assert data["ratio"] == 0.5
+    assert len(data["summary"]) == 12
+    assert len(data["id"]) >= 40
+
+
+def test_json_schema_requires_a_schema():
+    with pytest.raises(SandboxInvalidRequest):
+        chat.generate_reply(QUESTION, response_format={"type": "json_schema", "json_schema": {"name": "x"}})

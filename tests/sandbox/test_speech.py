@@ -25,7 +25,10 @@ def test_voices_lists_espeak_voices():
     by_id = {v.id: v for v in found}
     assert by_id["en-us"].name == "English (America)"
     assert by_id["en-us"].language == "en-us"
+    assert by_id["en"].language == "en-gb"
     assert by_id["de"].name == "German"
+    # Voices whose pronunciation dictionary is not installed are left out (Faroese in this bundle).
+    assert all(v.language != "fo" for v in found) or (speech.espeak_data_path() / "fo_dict").exists()
     assert all(v.gender in ("male", "female", "neutral") for v in found)
     variants = {v.id: v for v in speech.voice_variants()}
     assert variants["f3"].gender == "female"
@@ -224,3 +227,15 @@ def test_asr_sniffs_the_container_when_the_mime_type_is_generic():
     assert "hello" in speech.transcribe(audio, "application/octet-stream")["text"]
     with pytest.raises(SandboxInvalidAudio):
         speech.transcribe(b"\x1aE\xdf\xa3 not really webm", "audio/webm")
+
+
+def test_resolve_voice():
+    assert speech.resolve_voice(None) == "en-us"
+    assert speech.resolve_voice("Alloy") == speech.OPENAI_VOICES["alloy"]
+    # "en-gb" is the language of the voice file "en"; variant file names are case-sensitive.
+    assert speech.resolve_voice("EN-GB+Alex") == "en+Alex"
+    assert speech.resolve_voice("en-gb-x-rp") == "en-gb-x-rp"
+    # Every listed voice resolves to itself.
+    assert all(speech.resolve_voice(v.id) == v.id for v in speech.voices())
+    for voice in speech.OPENAI_VOICES:
+        assert speech.synthesize("hi", voice=voice).duration > 0.1
