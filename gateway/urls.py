@@ -1,6 +1,7 @@
 from django.urls import path, re_path
 
 from gateway import views_account, views_ai, views_byok, views_capabilities, views_cost, views_docs, views_openai
+from videos import views as video_views
 
 app_name = "gateway"
 
@@ -35,6 +36,16 @@ urlpatterns = [
     path("models", views_openai.list_models, name="models"),
     path("openapi.json", views_docs.openapi_json, name="openapi_json"),
     path("docs", views_docs.docs, name="docs"),
+    path("video/generate", video_views.generate, name="video_generate"),
+    path("video/status/<str:job_id>", video_views.status, name="video_status"),
+    path("video/get/<str:job_id>", video_views.get, name="video_get"),
+    path("video/list", video_views.list_jobs, name="video_list"),
+    path("video/cancel/<str:job_id>", video_views.cancel, name="video_cancel"),
+    path("video/delete/<str:job_id>", video_views.delete, name="video_delete"),
+    path("video/delete_all", video_views.delete_all, name="video_delete_all"),
+    path("video/download_url/<str:job_id>", video_views.download_url, name="video_download_url"),
+    path("video/set_retention/<str:job_id>", video_views.set_retention, name="video_set_retention"),
+    path("video/capabilities", video_views.capabilities, name="video_capabilities"),
     re_path(r"^(?P<path>(ai|video|account|chat|embeddings|images|audio|models)(/.*)?)$", views_account.not_implemented),
     re_path(r"^(?P<path>.*)$", views_account.not_found),
 ]
