@@ -9,6 +9,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from console.models import Account
 from jobs.live import account_group
+from playground.sessions import PlaygroundSession, base_url_for_scope, caller_for_scope
 
 
 @database_sync_to_async
@@ -40,3 +41,33 @@ class AccountEventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def job_event(self, message: dict[str, Any]) -> None:
         await self.send_json({"event": message["event"], "payload": message["payload"]})
+
+
+class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
+    """Chat and compare runs for the signed-in user, billed to their current project."""
+
+    session: PlaygroundSession | None = None
+
+    async def connect(self) -> None:
+        caller = await caller_for_scope(self.scope)
+        if caller is None:
+            await self.close(code=4401)
+            return
+        self.session = PlaygroundSession(caller, base_url_for_scope(self.scope), self.send_json)
+        await self.accept()
+        await self.send_json({"type": "hello", "project": caller.project.name})
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if self.session is not None:
+            await self.session.handle(content)
+
+    async def disconnect(self, code: int) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        try:
+            return await super().decode_json(text_data)
+        except ValueError:
+            return None  # answered as "Send a JSON object."
