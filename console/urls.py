@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from console import views, views_byok, views_usage
 
@@ -19,5 +19,6 @@ urlpatterns = [
     path("byok/", views_byok.byok_page, name="byok"),
     path("byok/<str:byok_id>/test/", views_byok.byok_test, name="byok_test"),
     path("byok/<str:byok_id>/revoke/", views_byok.byok_revoke, name="byok_revoke"),
+    path("playground/", include("playground.urls")),
     *[path(f"{page}/", views.coming_soon, {"page": page}, name=page) for page in views.COMING],
 ]

@@ -196,7 +196,6 @@ def revoke_key(request: HttpRequest, key_id: str) -> HttpResponse:
 # --- Pages that later issues fill in ---------------------------------------------------------
 
 COMING = {
-    "playground": ("Playground", "Chat, image, video and voice sessions, live over websockets."),
     "jobs": ("Jobs", "Batch jobs and video jobs, updating live."),
 }
 

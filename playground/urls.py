@@ -1,0 +1,18 @@
+"""Playground pages, included by console/urls.py: their names live in the `console` namespace."""
+
+from django.urls import path
+
+from playground import views
+
+urlpatterns = [
+    path("", views.chat_page, name="playground"),
+    path("chat/", views.chat_send, name="playground_chat_send"),
+    path("compare/", views.compare_page, name="playground_compare"),
+    path("compare/run/", views.compare_send, name="playground_compare_send"),
+    path("image/", views.image_page, name="playground_image"),
+    path("image/generate/", views.image_generate, name="playground_image_generate"),
+    path("image/upscale/", views.image_upscale, name="playground_image_upscale"),
+    path("image/vision/", views.image_vision, name="playground_image_vision"),
+    path("cost/", views.cost_page, name="playground_cost"),
+    path("cost/compare/", views.cost_compare, name="playground_cost_compare"),
+]
