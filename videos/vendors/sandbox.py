@@ -18,7 +18,6 @@ import textwrap
 import time
 from typing import ClassVar
 
-import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
@@ -112,6 +111,8 @@ async def render(
     spec: VideoSpec, checkpoint: Checkpoint, *, output_fps: int = 24, render_fps: float = 24.0
 ) -> Rendered:
     """Encode the clip, reporting progress after every frame (the checkpoint throttles writes)."""
+    import av  # PyAV (FFmpeg inside its wheel); imported here so the app loads without it
+
     width, height = frame_size(spec.resolution, spec.aspect)
     total = spec.duration_seconds * output_fps
     backdrop = _backdrop(spec, width, height)
