@@ -22,7 +22,7 @@ class TopUpForm(forms.Form):
         try:
             return parse_amount(self.cleaned_data.get("amount_usd"))
         except TopUpError as exc:
-            raise forms.ValidationError(exc.message, code="amount") from exc
+            raise forms.ValidationError(exc.form_message, code="amount") from exc
 
     def clean_return_to(self) -> str:
         return safe_return_path(self.cleaned_data.get("return_to") or DEFAULT_RETURN_PATH)

@@ -39,6 +39,11 @@ class TopUpError(ValueError):
         self.field = field
         self.message = message
 
+    @property
+    def form_message(self) -> str:
+        """The message for a console form, where the field is labelled, not named as in the API."""
+        return self.message.replace(f"{self.field} ", "The amount ", 1)
+
 
 class TopUpUnavailable(RuntimeError):
     """Stripe could not create the Checkout Session; nothing was charged."""
@@ -172,3 +177,21 @@ def start_topup(
     )
     log.info("Top-up %s: Checkout Session %s for %s", topup.public_id, session.id, display_usd(topup.amount_nano))
     return url
+
+
+def abandon_topup(topup: TopUp) -> None:
+    """The user cancelled on Stripe's page: expire the session so it can no longer be paid.
+
+    Best effort: Stripe's `checkout.session.expired` webhook records the outcome either way;
+    a session already paid cannot be expired and keeps its credit."""
+    if topup.state != TopUpState.PENDING or not topup.checkout_session_id:
+        return
+    try:
+        stripe_client().v1.checkout.sessions.expire(topup.checkout_session_id)
+    except stripe.StripeError:
+        log.warning("could not expire checkout session %s", topup.checkout_session_id, exc_info=True)
+        return
+    TopUp.objects.filter(pk=topup.pk, state=TopUpState.PENDING).update(
+        state=TopUpState.EXPIRED, updated_at=timezone.now()
+    )
+    topup.refresh_from_db()

@@ -28,6 +28,7 @@ from billing.stripe_checkout import (
     DEFAULT_RETURN_PATH,
     TopUpError,
     TopUpUnavailable,
+    abandon_topup,
     parse_amount,
     safe_return_path,
     start_topup,
@@ -127,7 +128,7 @@ def topup(request: HttpRequest) -> HttpResponse:
     try:
         url = start_topup(account, form.cleaned_data["amount_usd"], form.cleaned_data["return_to"], _base_url(request))
     except TopUpError as exc:
-        form.add_error("amount_usd", exc.message)
+        form.add_error("amount_usd", exc.form_message)
         return _render_billing(request, account, form, status=400)
     except TopUpUnavailable as exc:
         return _render_billing(request, account, form, status=503, error=str(exc))
@@ -165,6 +166,7 @@ def topup_status(request: HttpRequest, topup_id: str) -> HttpResponse:
 @require_GET
 def topup_cancel(request: HttpRequest, topup_id: str) -> HttpResponse:
     topup = _own_topup(request, topup_id)
+    abandon_topup(topup)
     return render(
         request,
         "billing/topup_cancel.html",

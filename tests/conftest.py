@@ -39,7 +39,7 @@ def _close_connection_pools(django_db_setup, django_db_blocker):
     yield
     from django.db import connection, connections
 
-    if connection.vendor == "postgresql":
+    if connection.vendor == "postgresql" and connection.settings_dict["NAME"].startswith("test_"):
         with django_db_blocker.unblock(), connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

@@ -293,7 +293,7 @@ def test_a_bad_custom_amount_shows_the_field_error_and_starts_nothing(standin):
     response = signed_in_client(account).post("/billing/topup/", {"amount_usd": "2.5"})
     assert response.status_code == 400
     page = response.content.decode()
-    assert '<p class="field-error" role="alert">amount_usd must be between $5.00 and $1,000.00.</p>' in page
+    assert '<p class="field-error" role="alert">The amount must be between $5.00 and $1,000.00.</p>' in page
     assert 'value="2.5"' in page, "the typed amount is kept"
     assert TopUp.objects.count() == 0
 

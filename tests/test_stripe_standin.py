@@ -366,3 +366,16 @@ def test_the_webhook_needs_no_csrf_token():
     # Stripe cannot send a CSRF token: a CSRF-checking client gets past to the signature check.
     csrf_client = Client(enforce_csrf_checks=True)
     assert csrf_client.post("/billing/stripe/webhook/", "{}", content_type="application/json").status_code == 400
+
+
+@pytest.mark.django_db
+def test_cancelling_on_the_pay_page_expires_the_session_so_it_cannot_be_paid_later(standin):
+    account = make_account()
+    url = start_topup(account, Decimal("10"), "/billing/", "http://testserver")
+    topup = TopUp.objects.get()
+    page = signed_in_client(account).get(f"/billing/topup/{topup.public_id}/cancel/")
+    assert page.status_code == 200 and "nothing was charged" in page.content.decode()
+    topup.refresh_from_db()
+    assert topup.state == TopUpState.EXPIRED
+    text = httpx.get(url).text
+    assert "expired" in text.lower() or "name='token'" not in text
