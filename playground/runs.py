@@ -17,8 +17,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import HttpRequest
+from django.urls import reverse
 
-from billing.models import UsageRecord
+from billing import ledger
+from billing.models import Hold, HoldState, UsageRecord
 from console import accounts
 from console.models import Account, Project, User
 from gateway import capabilities, catalog, files, operations
@@ -32,11 +34,11 @@ from infrai.lib.ids import uuid7
 from infrai.lib.money import format_usd, usd_to_nano
 
 PROJECT_SESSION_KEY = "project"  # console.views.PROJECT_SESSION_KEY
-PATHS = {
-    "chat": "/playground/",
-    "compare": "/playground/compare/",
-    "image": "/playground/image/",
-    "cost": "/playground/cost/",
+PAGES = {
+    "chat": "console:playground",
+    "compare": "console:playground_compare",
+    "image": "console:playground_image",
+    "cost": "console:playground_cost",
 }
 IMAGE_SIZES = ("256x256", "512x512", "1024x1024", "1792x1024", "1024x1792", "1536x1024", "1024x1536")
 MAX_VISION_BYTES = 10 * 1024 * 1024
@@ -65,6 +67,11 @@ def base_url_of(request: HttpRequest) -> str:
     return settings.SITE_URL or request.build_absolute_uri("/").rstrip("/")
 
 
+def page_path(page: str) -> str:
+    """Where a playground page lives: the top-up's way back."""
+    return reverse(PAGES.get(page, PAGES["chat"]))
+
+
 def with_return_to(topup_url: str, return_to: str) -> str:
     """The gateway's top-up link, also bringing the user back to the playground page afterwards."""
     parts = urlsplit(topup_url)
@@ -78,7 +85,7 @@ def error_payload(exc: ApiError, page: str) -> dict[str, Any]:
     """An ApiError as the playground shows it; a 402 keeps its shortfall and links back here."""
     payload: dict[str, Any] = {"status": exc.status, "code": exc.code, "message": exc.message, **exc.extra}
     if exc.status == 402 and "topup_url" in exc.extra:
-        payload["topup_url"] = with_return_to(exc.extra["topup_url"], PATHS.get(page, PATHS["chat"]))
+        payload["topup_url"] = with_return_to(exc.extra["topup_url"], page_path(page))
         payload["suggested_usd"] = parse_qs(urlsplit(payload["topup_url"]).query).get("amount_usd", [""])[0]
         if "required_usd" in exc.extra and "available_usd" in exc.extra:
             shortfall = Decimal(exc.extra["required_usd"]) - max(Decimal(exc.extra["available_usd"]), Decimal(0))
@@ -88,6 +95,13 @@ def error_payload(exc: ApiError, page: str) -> dict[str, Any]:
 
 def usage_of(request_id: str) -> UsageRecord | None:
     return UsageRecord.objects.filter(request_id=request_id).first()
+
+
+def release_unstarted(request_id: str) -> None:
+    """Give back the hold of a call stopped before it started (holds are keyed by request id)."""
+    hold = Hold.objects.filter(reference=request_id, state=HoldState.OPEN).first()
+    if hold is not None:
+        ledger.release(hold)
 
 
 def usage_summary(record: UsageRecord | None, request_id: str) -> dict[str, Any]:

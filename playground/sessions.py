@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
 
 from gateway import chat
-from gateway.api import ApiError, Caller, field_error
+from gateway.api import ApiError, ApiRequestState, Caller, field_error
 from playground import runs, snippets
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class PlaygroundSession:
         )
         finished = False
         try:
-            stream = await chat.open_stream(self.base_url, self.caller, state, params)
+            stream = await self._open(state, params)
             async for event in stream:
                 if event.kind == "delta":
                     await self.send({"type": "delta", **head, "text": event.text})
@@ -201,6 +201,18 @@ class PlaygroundSession:
             return
         if not finished:  # cut or failed upstream: say what it cost
             await self._report_settled(head, state.request_id, "error")
+
+    async def _open(self, state: ApiRequestState, params: chat.ChatParams) -> AsyncIterator[chat.StreamEvent]:
+        """Route and hold. A Stop meanwhile waits for the hold, then gives it back: a stream
+        that never starts would never settle it, leaving it to the hold sweeper."""
+        opening = asyncio.ensure_future(chat.open_stream(self.base_url, self.caller, state, params))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            await asyncio.wait({opening})
+            if not opening.cancelled() and opening.exception() is None:
+                await sync_to_async(runs.release_unstarted)(state.request_id)
+            raise
 
     async def _report_settled(self, head: dict[str, Any], request_id: str, finish_reason: str) -> None:
         if self.closed:

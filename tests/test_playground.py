@@ -181,6 +181,34 @@ def format_usd_of(nano: int) -> str:
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_stop_before_the_stream_starts_gives_the_hold_back(monkeypatch):
+    from gateway import chat
+
+    real_open = chat.open_stream
+    held = asyncio.Event()
+
+    async def slow_open(*args, **kwargs):
+        stream = await real_open(*args, **kwargs)
+        held.set()
+        await asyncio.sleep(0.3)  # Stop lands here: the hold exists, no token has been asked for
+        return stream
+
+    monkeypatch.setattr(chat, "open_stream", slow_open)
+    account = await sync_to_async(make_account)(credit_nano=USD)
+    ws = await _connected(account)
+    await ws.send_json_to(_chat())
+    assert (await ws.receive_json_from())["type"] == "start"
+    await asyncio.wait_for(held.wait(), 5)
+    await ws.send_json_to({"type": "stop", "run": "r1"})
+    final = (await _until_finals(ws))[-1]
+    await ws.disconnect()
+    assert final["finish_reason"] == "cancelled" and final["cost_usd"] == "0.00"
+    assert (await sync_to_async(Hold.objects.get)(account=account)).state == HoldState.RELEASED
+    assert not await sync_to_async(UsageRecord.objects.exists)()
+    assert (await sync_to_async(ledger.get_balance)(account)).available_nano == USD
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_closing_the_socket_mid_stream_settles_the_hold(settings):
     settings.SANDBOX_TOKENS_PER_SECOND = 40
     account = await sync_to_async(make_account)(credit_nano=USD)
