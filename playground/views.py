@@ -60,7 +60,6 @@ def _page_context(request: HttpRequest, caller: Caller, tab: str) -> dict[str, A
         "project": caller.project,
         "available_nano": balance.available_nano,
         "base_url": runs.base_url_of(request),
-        "return_to": runs.PATHS[tab],
     }
 
 
