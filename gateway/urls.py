@@ -1,5 +1,6 @@
 from django.urls import path, re_path
 
+from batches import views as batch_views
 from gateway import views_account, views_ai, views_byok, views_capabilities, views_cost, views_docs, views_openai
 from videos import views as video_views
 
@@ -46,6 +47,13 @@ urlpatterns = [
     path("video/download_url/<str:job_id>", video_views.download_url, name="video_download_url"),
     path("video/set_retention/<str:job_id>", video_views.set_retention, name="video_set_retention"),
     path("video/capabilities", video_views.capabilities, name="video_capabilities"),
+    path("ai/batch/submit", batch_views.submit, name="ai_batch_submit"),
+    path("ai/batch/status/<str:batch_id>", batch_views.status, name="ai_batch_status"),
+    path("ai/batch/results/<str:batch_id>", batch_views.results, name="ai_batch_results"),
+    path("ai/batch/list", batch_views.batch_list, name="ai_batch_list"),
+    path("ai/batch/cancel/<str:batch_id>", batch_views.cancel, name="ai_batch_cancel"),
+    path("ai/batch/export/<str:batch_id>", batch_views.export, name="ai_batch_export"),
+    path("ai/batch/set_retention/<str:batch_id>", batch_views.set_retention, name="ai_batch_set_retention"),
     re_path(r"^(?P<path>(ai|video|account|chat|embeddings|images|audio|models)(/.*)?)$", views_account.not_implemented),
     re_path(r"^(?P<path>.*)$", views_account.not_found),
 ]

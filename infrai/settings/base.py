@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "gateway",
     "playground",
     "jobs",
+    "batches",
     "videos",
     "django_tasks",
     "django_tasks_db",
