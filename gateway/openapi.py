@@ -155,10 +155,7 @@ header `X-Sandbox-Fail: 429 | 500 | 503 | timeout | cut-stream`. An injected 429
 `503 UPSTREAM_RATE_LIMITED`, a 5xx `502 UPSTREAM_UNAVAILABLE`, a timeout `504 UPSTREAM_TIMEOUT`;
 `cut-stream` ends a stream with an error event after N deltas (5 by default).
 
-**Not served yet.** The video API (`/v1/video/...`) and batches (`/v1/ai/batch/...`) of the
-product documents answer `501 NOT_IMPLEMENTED` on this server, so the seeds' contradictions about
-them (`aspect` versus `aspect_ratio`, set_retention examples without a valid `days` or
-`retention_days`) do not arise yet. Unknown routes answer `404 NOT_FOUND` (after authentication).
+Unknown routes answer `404 NOT_FOUND` (after authentication).
 """
 
 SANDBOX_CHAT_NOTE = (
@@ -1820,7 +1817,7 @@ def build_document(server_url: str) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for group in (chat_paths(), capability_paths(), account_paths(), byok_paths(), docs_paths()):
         paths.update(group)
-    return {
+    document = {
         "openapi": OPENAPI_VERSION,
         "info": {
             "title": "Infrai API",
@@ -1834,3 +1831,13 @@ def build_document(server_url: str) -> dict[str, Any]:
         "paths": paths,
         "components": components(),
     }
+    # Each job app documents its own routes (imported here: they import this module).
+    from videos.openapi import extend as add_the_video_api
+
+    add_the_video_api(document)
+    try:
+        from batches.openapi import extend as add_the_batch_api
+    except ImportError:
+        return document
+    add_the_batch_api(document)
+    return document
