@@ -1,5 +1,5 @@
-"""The OpenAPI description of `/v1/ai/batch/*`, for gateway/openapi.py to merge into its document:
-`paths()` into the paths, `schemas()` and `parameters()` into the components, `TAG` into the tags.
+"""The `/v1/ai/batch/*` part of the OpenAPI document: `extend(document)` adds the paths, schemas,
+the `batch_id` parameter and the Batches tag to a document made by gateway.openapi.build_document.
 
 The bounds come from batches/batch.py, so the document cannot drift from the validation.
 gateway/openapi.py's helpers are imported inside the functions: that module may import this one.
@@ -322,3 +322,24 @@ def paths() -> dict[str, Any]:
             ),
         },
     }
+
+
+OVERVIEW = """**Batches.** `POST /v1/ai/batch/submit` queues many calls as one job and answers at once; follow it
+with `GET /v1/ai/batch/status/{batch_id}` (or the console's `/ws/events/` websocket: `batch.updated`
+events), page through `GET /v1/ai/batch/results/{batch_id}`, or export a JSONL/CSV file. Each item is
+held at submit and charged once, when it succeeds, at the batch price for chat. `set_retention` needs
+`retention_days` (one seed example omits it: that is a `400` naming it)."""
+
+
+def extend(document: dict[str, Any]) -> None:
+    """Add the batch API to a document from gateway.openapi.build_document (documentation last)."""
+    document["info"]["description"] += "\n\n" + OVERVIEW
+    docs = {path: document["paths"].pop(path) for path in ("/openapi.json", "/docs") if path in document["paths"]}
+    document["paths"].update(paths())
+    document["paths"].update(docs)
+    components = document["components"]
+    components["schemas"].update(schemas())
+    components["parameters"].update(parameters())
+    tags = document["tags"]
+    position = next((i for i, tag in enumerate(tags) if tag["name"] == "Documentation"), len(tags))
+    tags.insert(position, {"name": TAG[0], "description": TAG[1]})
