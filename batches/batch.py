@@ -223,7 +223,9 @@ async def validate_item(account: Account, index: int, raw: Any) -> ValidItem:
     if not isinstance(body, dict):
         reason = "MISSING_FIELD" if body is None else "INVALID_FIELD"
         raise item_error(index, f"{prefix}.body", f"{prefix}.body must be the {capability} call's JSON object.", reason)
-    conversation_id = raw.get("conversation_id", body.get("conversation_id", ""))
+    conversation_id = raw.get("conversation_id")
+    if conversation_id is None:
+        conversation_id = body.get("conversation_id") or ""
     if not isinstance(conversation_id, str) or len(conversation_id) > MAX_CONVERSATION_ID:
         raise item_error(
             index,
@@ -569,7 +571,8 @@ async def run_claimed(claimed: Claimed, owner: str) -> str:
         await asyncio.wait({call, beat}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         beat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        # A renewal that failed (database gone) ends the beat: the item is then left to its lease.
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await beat
     if not call.done():
         # The lease is gone: the item was cancelled or timed out (its hold released), or another

@@ -300,11 +300,14 @@ def test_a_batch_whose_every_item_failed_is_failed(client, funded):
 def test_items_carry_their_conversation_id(client, funded):
     _, secret = funded
     in_body = {"capability": "embed", "body": {"input": "x", "conversation_id": "conv-b"}}
-    answer = submit(client, secret, [{**EMBED, "conversation_id": "conv-a"}, in_body, EMBED])
+    answer = submit(
+        client, secret, [{**EMBED, "conversation_id": "conv-a"}, in_body, EMBED, {**EMBED, "conversation_id": None}]
+    )
     run(answer["batch_id"])
     assert [i["conversation_id"] for i in all_results(client, secret, answer["batch_id"])] == [
         "conv-a",
         "conv-b",
+        None,
         None,
     ]
 
@@ -438,6 +441,38 @@ def test_cancelling_a_running_batch_keeps_finished_items_billed_and_drops_the_ru
     assert [i["state"] for i in items] == ["succeeded", "cancelled", "cancelled", "cancelled"]
     assert not UsageRecord.objects.filter(request_id=items[1]["request_id"]).exists()
     assert ledger.get_balance(account).held_nano == 0
+    assert_billed_exactly_once(account)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_during_the_call_stops_the_worker_through_its_lease(client, settings, monkeypatch):
+    import threading
+
+    from django.db import connection
+
+    finished = []
+    monkeypatch.setattr(rules, "finish", lambda claimed, outcome: finished.append(outcome))
+
+    account = make_account(credit_nano=USD)
+    secret = make_key(account)
+    settings.JOB_LEASE_SECONDS = 0.3  # renewed every 0.1 s
+    slow = {"capability": "tts", "body": {"input": "The quick brown fox jumps over the lazy dog. " * 20}}
+    batch_id = submit(client, secret, [slow])["batch_id"]
+    claimed = rules.claim_next(batch_id, "worker-a")
+
+    def cancel_soon() -> None:
+        rules.cancel(Batch.objects.get(public_id=batch_id))
+        connection.close()
+
+    timer = threading.Timer(0.3, cancel_soon)
+    timer.start()
+    assert async_to_sync(rules.run_claimed)(claimed, "worker-a") == "lost"
+    timer.join()
+    assert finished == [], "the call was abandoned when the lease went, before any result was kept"
+    item = BatchItem.objects.get()
+    assert (item.state, item.files, item.result) == ("cancelled", [], None)
+    assert not UsageRecord.objects.exists()
+    assert ledger.get_balance(account).balance_nano == USD
     assert_billed_exactly_once(account)
 
 
