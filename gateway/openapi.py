@@ -1832,12 +1832,9 @@ def build_document(server_url: str) -> dict[str, Any]:
         "components": components(),
     }
     # Each job app documents its own routes (imported here: they import this module).
+    from batches.openapi import extend as add_the_batch_api
     from videos.openapi import extend as add_the_video_api
 
     add_the_video_api(document)
-    try:
-        from batches.openapi import extend as add_the_batch_api
-    except ImportError:
-        return document
     add_the_batch_api(document)
     return document

@@ -54,6 +54,5 @@ urlpatterns = [
     path("ai/batch/cancel/<str:batch_id>", batch_views.cancel, name="ai_batch_cancel"),
     path("ai/batch/export/<str:batch_id>", batch_views.export, name="ai_batch_export"),
     path("ai/batch/set_retention/<str:batch_id>", batch_views.set_retention, name="ai_batch_set_retention"),
-    re_path(r"^(?P<path>(ai|video|account|chat|embeddings|images|audio|models)(/.*)?)$", views_account.not_implemented),
     re_path(r"^(?P<path>.*)$", views_account.not_found),
 ]

@@ -91,12 +91,6 @@ def not_found(request: HttpRequest, state: ApiRequestState, path: str = "") -> d
     raise ApiError(404, "NOT_FOUND", f"There is no route /v1/{path}. See /v1/docs for the API.")
 
 
-# Documented in API.md but not served yet: say so plainly rather than 404.
-@api_view(["GET", "POST", "PUT", "PATCH", "DELETE"])
-def not_implemented(request: HttpRequest, state: ApiRequestState, path: str = "") -> dict[str, Any]:
-    raise ApiError(501, "NOT_IMPLEMENTED", f"/v1/{path} is part of the API but not available on this server yet.")
-
-
 @api_view(["POST"])
 def account_topup(request: HttpRequest, state: ApiRequestState) -> dict[str, Any]:
     from billing.topup import TopUpError, TopUpUnavailable, api_topup

@@ -52,9 +52,8 @@ def test_a_valid_key_gets_past_authentication_on_any_v1_route(client):
     unknown = client.get("/v1/no/such/route", **bearer(secret))
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "NOT_FOUND"
-    later = client.post("/v1/ai/batch/submit", **bearer(secret))
-    assert later.status_code == 501
-    assert later.json()["error"]["code"] == "NOT_IMPLEMENTED"
+    served = client.post("/v1/ai/batch/submit", "{}", content_type="application/json", **bearer(secret))
+    assert served.status_code == 400 and served.json()["error"]["field"] == "requests"
 
 
 def test_every_answer_carries_a_uuid7_request_id(client):

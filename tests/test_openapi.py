@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db
 
 SERVER = "http://testserver/v1"
 DOCS_ROUTES = {"openapi_json", "docs"}
-CATCH_ALLS = {views_account.not_found, views_account.not_implemented}
+CATCH_ALLS = {views_account.not_found}
 METHODS = ("get", "post", "put", "patch", "delete")
 DOCUMENT = build_document(SERVER)
 
