@@ -107,9 +107,9 @@ def post(
                 raise InsufficientCredit(current.balance_nano, current.held_nano, require_available or 0)
             posting = Posting(balance_nano=moved[0], held_nano=moved[1])
             now = timezone.now()
-            for line in lines:
-                posting.entries.append(
-                    LedgerEntry.objects.create(
+            posting.entries = LedgerEntry.objects.bulk_create(
+                [
+                    LedgerEntry(
                         account_id=account_id,
                         kind=line.kind,
                         amount_nano=line.amount_nano,
@@ -119,7 +119,9 @@ def post(
                         memo=line.memo,
                         created_at=now,
                     )
-                )
+                    for line in lines
+                ]
+            )
             if also is not None:
                 also(posting)
             return posting
