@@ -87,6 +87,9 @@ def error_payload(exc: ApiError, page: str) -> dict[str, Any]:
     if exc.status == 402 and "topup_url" in exc.extra:
         payload["topup_url"] = with_return_to(exc.extra["topup_url"], page_path(page))
         payload["suggested_usd"] = parse_qs(urlsplit(payload["topup_url"]).query).get("amount_usd", [""])[0]
+        # The one-click button posts these to billing's top-up, which answers with Stripe Checkout.
+        payload["topup_action"] = reverse("billing:topup")
+        payload["return_to"] = page_path(page)
         if "required_usd" in exc.extra and "available_usd" in exc.extra:
             shortfall = Decimal(exc.extra["required_usd"]) - max(Decimal(exc.extra["available_usd"]), Decimal(0))
             payload["shortfall_usd"] = format_usd(usd_to_nano(shortfall))

@@ -80,12 +80,16 @@ export function errorBox(error) {
         el("strong", { text: `$${error.available_usd}`, dataset: { testid: "available-credit" } }),
         ` is available${shortfall}.`,
       ),
-      el("a", {
-        class: "btn btn-primary",
-        href: error.topup_url,
-        text: `Top up $${error.suggested_usd}`,
-        dataset: { testid: "topup" },
-      }),
+      // One click: post to billing's top-up, which answers with Stripe Checkout and comes back here.
+      el(
+        "form",
+        { method: "post", action: error.topup_action, class: "inline" },
+        el("input", { type: "hidden", name: "csrfmiddlewaretoken", value: csrfToken() }),
+        el("input", { type: "hidden", name: "amount_usd", value: error.suggested_usd }),
+        el("input", { type: "hidden", name: "return_to", value: error.return_to }),
+        el("button", { class: "btn btn-primary", type: "submit", text: `Top up $${error.suggested_usd}`, dataset: { testid: "topup" } }),
+        el("a", { href: error.topup_url, text: "Another amount", dataset: { testid: "topup-other" } }),
+      ),
     );
   }
   const message = (error && error.message) || "Something went wrong.";

@@ -8,6 +8,7 @@ browser tests' own settings stream instantly, which leaves nothing to stop): it 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import subprocess
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.browser.conftest import REPO, LiveServer, Mailbox, retry_on_port_clash
+from devtools.stripe_standin.runner import running_standin
+from tests.browser.conftest import REPO, LiveServer, Mailbox, free_port, retry_on_port_clash
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.browser
 
+STANDIN_SECRET = "whsec_playground_browser_tests"
 TOKENS_PER_SECOND = "30"
 LONG_PROMPT = "Write a long essay about rivers, the sea, and the people who live beside them."
 
@@ -41,18 +44,35 @@ def expect(target: object):  # noqa: ANN201
 
 @pytest.fixture(scope="module")
 def server(browser_workdir: Path) -> Iterator[LiveServer]:
-    started = retry_on_port_clash(
-        lambda: LiveServer.start(
-            browser_workdir / "playground",
-            "playground",
-            extra_env={
-                "DJANGO_SETTINGS_MODULE": "infrai.settings.base",
-                "SANDBOX_TOKENS_PER_SECOND": TOKENS_PER_SECOND,
-            },
-        )
-    )
-    yield started
-    started.stop()
+    # The 402's one-click top-up goes to Stripe Checkout: the local stand-in plays Stripe here.
+    with contextlib.ExitStack() as stack:
+
+        def start() -> LiveServer:
+            port = free_port()
+            attempt = contextlib.ExitStack()
+            standin_url = attempt.enter_context(
+                running_standin(f"http://127.0.0.1:{port}/billing/stripe/webhook/", STANDIN_SECRET)
+            )
+            try:
+                started = LiveServer.start(
+                    browser_workdir / "playground",
+                    "playground",
+                    port=port,
+                    extra_env={
+                        "DJANGO_SETTINGS_MODULE": "infrai.settings.base",
+                        "SANDBOX_TOKENS_PER_SECOND": TOKENS_PER_SECOND,
+                        "STRIPE_API_BASE": standin_url,
+                        "STRIPE_WEBHOOK_SECRET": STANDIN_SECRET,
+                    },
+                )
+            except BaseException:
+                attempt.close()
+                raise
+            stack.push(attempt)
+            stack.callback(started.stop)
+            return started
+
+        yield retry_on_port_clash(start)
 
 
 @pytest.fixture
@@ -306,7 +326,7 @@ def test_without_a_socket_chat_says_so_and_answers_whole(
     screenshot(page, "chat-without-socket")
 
 
-def test_a_402_shows_the_shortfall_and_top_up_leads_to_billing_and_back(
+def test_a_402_shows_the_shortfall_and_one_click_tops_up_through_checkout_and_back(
     page: Page, server: LiveServer, screenshot: Screenshots, console_errors: list[str]
 ) -> None:
     sign_in(page, server, account(server, credit_usd=None))
@@ -319,23 +339,31 @@ def test_a_402_shows_the_shortfall_and_top_up_leads_to_billing_and_back(
     expect(error).to_contain_text("Not enough credit")
     expect(error.get_by_test_id("available-credit")).to_have_text("$0.00")
     expect(error.get_by_test_id("required")).to_have_text(re.compile(r"^\$0\.\d+"))
-    topup = error.get_by_role("link", name=re.compile(r"^Top up \$\d+"))
+    topup = error.get_by_role("button", name=re.compile(r"^Top up \$\d+"))
     expect(topup).to_be_visible()
     expect(page.get_by_label("Message")).to_have_value("Hello")  # the prompt is given back
     screenshot(page, "chat-402")
 
-    topup.click()
-    expect(page).to_have_url(re.compile(r"/billing/\?amount_usd=5&return_to=%2Fplayground%2F#topup$"))
-    expect(page.get_by_role("heading", name="Billing")).to_be_visible()
-    expect(page.get_by_label("Other amount (USD)")).to_have_value(re.compile(r"^5(\.00)?$"))
-    assert page.locator("input[name=return_to]").first.get_attribute("value") == "/playground/"
-    screenshot(page, "billing-prefilled")
-
     page.goto(server.url + "/playground/image/")
     page.get_by_label("Prompt", exact=True).fill("a tree")
     page.get_by_role("button", name="Generate").click()
-    expect(page.get_by_test_id("error").get_by_role("link", name=re.compile("^Top up"))).to_have_attribute(
-        "href", re.compile(r"return_to=%2Fplayground%2Fimage%2F")
-    )
+    expect(page.get_by_test_id("error").locator("input[name=return_to]")).to_have_value("/playground/image/")
     screenshot(page, "image-402")
+
+    open_playground(page, server)
+    page.get_by_label("Model").select_option("sandbox-chat-pro")
+    page.get_by_label("Message").fill("Hello")
+    page.get_by_label("Message").press("Enter")
+    assert console_errors == []
+    # One click goes straight to Stripe Checkout (the stand-in's Pay page here) for the suggested amount.
+    page.get_by_test_id("error").get_by_role("button", name=re.compile(r"^Top up \$5")).click()
+    expect(page).to_have_url(re.compile(r"/pay/"))
+    expect(page.locator("body")).to_contain_text("$5.00")
+    screenshot(page, "checkout-from-402")
+    page.get_by_role("button", name=re.compile("^Pay")).first.click()
+    console_errors.clear()  # what the stand-in's own page logs (it plays Stripe) is not the console's
+    # Back where the user was, with the credit there.
+    expect(page.get_by_role("link", name="Continue where you were")).to_have_attribute("href", "/playground/")
+    expect(page.get_by_test_id("balance")).to_have_text("$5.00")
+    screenshot(page, "back-after-paying")
     assert console_errors == []
