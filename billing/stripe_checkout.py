@@ -75,14 +75,15 @@ def parse_amount(raw: object) -> Decimal:
         raise TopUpError(AMOUNT_FIELD, 'amount_usd must be a number of US dollars such as 25 or "25.00".') from exc
     if not value.is_finite():
         raise TopUpError(AMOUNT_FIELD, "amount_usd must be a finite number of US dollars.")
-    if value != value.quantize(CENTS):
-        raise TopUpError(AMOUNT_FIELD, "amount_usd can have at most 2 decimals (whole cents).")
+    # Bounds first: quantizing an absurdly large amount would overflow the decimal context.
     low, high = Decimal(settings.TOPUP_MIN_USD), Decimal(settings.TOPUP_MAX_USD)
     if not low <= value <= high:
         raise TopUpError(
             AMOUNT_FIELD,
             f"amount_usd must be between {display_usd(usd_to_nano(low))} and {display_usd(usd_to_nano(high))}.",
         )
+    if value != value.quantize(CENTS):
+        raise TopUpError(AMOUNT_FIELD, "amount_usd can have at most 2 decimals (whole cents).")
     return value.quantize(CENTS)
 
 

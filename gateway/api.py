@@ -88,16 +88,44 @@ def authenticate(request: HttpRequest) -> Caller:
     return Caller(key=key, project=key.project, account=key.project.account)
 
 
+MAX_JSON_DEPTH = 64
+
+
 def parse_json_body(request: HttpRequest) -> dict[str, Any]:
     if not request.body:
         return {}
     try:
         body = json.loads(request.body)
+    except RecursionError as exc:
+        raise ApiError(400, "INVALID_JSON", f"The request body nests deeper than {MAX_JSON_DEPTH} levels.") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "INVALID_JSON", f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise ApiError(400, "INVALID_JSON", "The request body must be a JSON object.")
+    _check_json(body, "", 0)
     return body
+
+
+def _check_json(value: Any, path: str, depth: int) -> None:
+    """Refuse what no field can hold: deep nesting, NUL characters, unpaired UTF-16 surrogates."""
+    if depth > MAX_JSON_DEPTH:
+        raise ApiError(400, "INVALID_JSON", f"The request body nests deeper than {MAX_JSON_DEPTH} levels.")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise field_error(path or "body", f"{path or 'The body'} contains a NUL character.", code="INVALID_TEXT")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise field_error(
+                path or "body", f"{path or 'The body'} is not valid Unicode text.", code="INVALID_TEXT"
+            ) from exc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_json(key, path or "body", depth + 1)
+            _check_json(item, f"{path}.{key}" if path else str(key), depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json(item, f"{path}[{i}]", depth + 1)
 
 
 def metadata(state: ApiRequestState, **overrides: Any) -> dict[str, Any]:
@@ -112,9 +140,13 @@ def metadata(state: ApiRequestState, **overrides: Any) -> dict[str, Any]:
     }
 
 
-def _check_method(request: HttpRequest, methods: list[str]) -> None:
+def _check_method(request: HttpRequest, methods: list[str], path_params: dict[str, Any]) -> None:
     if request.method not in methods:
         raise ApiError(405, "METHOD_NOT_ALLOWED", f"Use {' or '.join(methods)} on this route.", allowed=methods)
+    for name, value in path_params.items():
+        _check_json(value, name, 0)
+    for name, value in request.GET.items():
+        _check_json(value, name, 0)
 
 
 def _error_response(state: ApiRequestState, exc: ApiError) -> HttpResponseBase:
@@ -146,7 +178,7 @@ def api_view(methods: list[str], *, auth: bool = True) -> Callable[[Callable[...
             try:
                 if auth:
                     state.caller = authenticate(request)
-                _check_method(request, methods)
+                _check_method(request, methods, kwargs)
                 result = view(request, state, *args, **kwargs)
             except ApiError as exc:
                 return _error_response(state, exc)
@@ -169,7 +201,7 @@ def api_view_async(methods: list[str]) -> Callable[[Callable[..., Any]], Callabl
             request.api = state  # type: ignore[attr-defined]
             try:
                 state.caller = await sync_to_async(authenticate)(request)
-                _check_method(request, methods)
+                _check_method(request, methods, kwargs)
                 result = await view(request, state, *args, **kwargs)
             except ApiError as exc:
                 return _error_response(state, exc)

@@ -23,6 +23,7 @@ from billing.models import Hold
 from console.models import Account
 from gateway import catalog, metering, routing
 from gateway.api import ApiError, ApiRequestState, Caller, field_error
+from gateway.inputs import whole_number
 from gateway.routing import Candidate
 from gateway.sandbox import tokens
 from gateway.vendors.base import ChatRequest, ChatResult, Usage, VendorError
@@ -107,8 +108,9 @@ def parse_chat_params(body: dict[str, Any], request: HttpRequest | None, *, open
     params.prefer = _optional_str(body, "prefer")
     params.temperature = _number(body, "temperature", 0, 2)
     limit_name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-    max_tokens = body.get(limit_name)
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+    raw_limit = body.get(limit_name)
+    max_tokens = whole_number(raw_limit) if raw_limit is not None else None
+    if raw_limit is not None and (max_tokens is None or max_tokens < 1):
         raise field_error(limit_name, f"{limit_name} must be a positive integer.")
     params.max_tokens = max_tokens
     tools = body.get("tools")

@@ -38,13 +38,26 @@ def optional_str(body: dict[str, Any], name: str, choices: tuple[str, ...] | Non
     return value
 
 
-def integer(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
-    value = body.get(name, default)
-    if value is None:
+def whole_number(value: Any) -> int | None:
+    """An int from JSON: 200 or 200.0 (JSON Schema counts both as integers); None otherwise."""
+    if isinstance(value, bool):
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def integer(body: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int | None:
+    """An integer field within bounds; absent or null gives `default`."""
+    value = body.get(name)
+    if value is None:
+        return default
+    number = whole_number(value)
+    if number is None or not low <= number <= high:
         raise field_error(name, f"{name} must be an integer from {low} to {high}.")
-    return value
+    return number
 
 
 def _decode_base64(data: str, field: str) -> bytes:

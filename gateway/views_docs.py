@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
-from django.views.decorators.http import require_GET
+from django.views.decorators.csrf import csrf_exempt
 
 from gateway.openapi import build_document
 
@@ -28,7 +28,22 @@ def base_url(request: HttpRequest) -> str:
     return request.build_absolute_uri("/").rstrip("/") + "/v1"
 
 
-@require_GET
+def public_get(view: Any) -> Any:
+    """GET only, answered like every /v1 route: other methods get a JSON 405, never a CSRF page."""
+
+    @csrf_exempt
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            return JsonResponse(
+                {"error": {"code": "METHOD_NOT_ALLOWED", "message": "Use GET on this route.", "allowed": ["GET"]}},
+                status=405,
+            )
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+@public_get
 def openapi_json(request: HttpRequest) -> JsonResponse:
     response = JsonResponse(build_document(base_url(request)), json_dumps_params={"ensure_ascii": False})
     response["Access-Control-Allow-Origin"] = "*"
@@ -331,7 +346,7 @@ def schema_sections(document: dict[str, Any]) -> list[dict[str, Any]]:
     return sections
 
 
-@require_GET
+@public_get
 def docs(request: HttpRequest) -> HttpResponse:
     server = base_url(request)
     document = build_document(server)
