@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import IntegrityError
 from social_core.backends.github import GithubOAuth2
 from social_core.backends.google import GoogleOAuth2
+from social_core.backends.open_id_connect import OpenIdConnectAuth
 from social_core.exceptions import AuthPolicyError
 
 from billing import ledger
@@ -50,7 +52,18 @@ def no_verified_email(backend: Any) -> SignInRefused:
     )
 
 
-class GithubVerifiedEmailOAuth2(GithubOAuth2):
+class AsyncUserLookup:
+    """Django's async views ask the session's backend for `aget_user`; social-core has only `get_user`."""
+
+    async def aget_user(self, user_id: int) -> User | None:
+        return await sync_to_async(self.get_user)(user_id)  # type: ignore[attr-defined]
+
+
+class OpenIdConnect(AsyncUserLookup, OpenIdConnectAuth):
+    """The generic OpenID Connect backend (name "oidc"), usable from async views."""
+
+
+class GithubVerifiedEmailOAuth2(AsyncUserLookup, GithubOAuth2):
     """GitHub, with the e-mail taken only from the verified primary address in /user/emails.
 
     The profile's public `email` is whatever the user typed there and is never trusted.
@@ -72,7 +85,7 @@ class GithubVerifiedEmailOAuth2(GithubOAuth2):
         return data
 
 
-class GoogleVerifiedEmailOAuth2(GoogleOAuth2):
+class GoogleVerifiedEmailOAuth2(AsyncUserLookup, GoogleOAuth2):
     """Google, refusing an unverified e-mail with a message the user can act on.
 
     social-core's GoogleOAuth2 already refuses unless `email_verified` is true, but its message is

@@ -455,3 +455,20 @@ def test_the_login_page_starts_social_sign_in_with_a_csrf_protected_post() -> No
     query = parse_qs(location.query)
     assert query["scope"] == ["user:email"] and query["client_id"] == ["github-client-id"]
     assert len(query["state"][0]) >= 32
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_async_views_can_load_a_user_signed_in_through_each_social_backend():
+    from asgiref.sync import sync_to_async
+    from django.contrib.auth import load_backend
+
+    from tests.factories import make_account
+
+    account = await sync_to_async(make_account)("social@example.com")
+    for path in (
+        "console.social.GithubVerifiedEmailOAuth2",
+        "console.social.GoogleVerifiedEmailOAuth2",
+        "console.social.OpenIdConnect",
+    ):
+        # What request.auser() does for a session signed in through `path`.
+        assert await load_backend(path).aget_user(account.owner.pk) == account.owner

@@ -127,7 +127,7 @@ AUTH_USER_MODEL = "console.User"
 AUTHENTICATION_BACKENDS = [
     "console.social.GithubVerifiedEmailOAuth2",
     "console.social.GoogleVerifiedEmailOAuth2",
-    "social_core.backends.open_id_connect.OpenIdConnectAuth",
+    "console.social.OpenIdConnect",
     "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "console:login"
