@@ -16,13 +16,14 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from console.models import Account
-from gateway import capabilities, chat, routing
+from gateway import capabilities, catalog, chat, routing
 from gateway.api import field_error
 from gateway.capabilities import facts
 from gateway.inputs import integer, optional_str, required_str
 from gateway.metering import UsageFacts
 from gateway.routing import Candidate
 from gateway.sandbox import tokens
+from gateway.vendors.sandbox import VISION_TOKENS_PER_IMAGE
 
 MAX_EMBED_INPUTS = 2048
 MAX_IMAGES = 4
@@ -178,6 +179,44 @@ async def prepare_rerank(account: Account, body: dict[str, Any]) -> Prepared:
         return ranked, cost, facts("rerank", candidate, input_tokens=billed, units={"documents": len(documents)})
 
     return Prepared("rerank", chain, lambda c: capabilities.input_tokens_nano(c.entry, counted), call)
+
+
+# --- Vision and upscale (their media is fetched/decoded by the caller) --------------------------
+
+
+async def prepare_vision(account: Account, body: dict[str, Any], prompt: str, images: list[bytes]) -> Prepared:
+    chain = await route(account, "vision", body)
+    prompt_tokens = tokens.count_text(prompt) + VISION_TOKENS_PER_IMAGE * len(images)
+
+    def worst(candidate: Candidate) -> int:
+        return catalog.token_cost_nano(candidate.entry, prompt_tokens, catalog.output_limit(candidate.entry))
+
+    async def call(candidate: Candidate) -> tuple[Any, int, UsageFacts]:
+        result = await candidate.vendor.vision(candidate.model_name, prompt, images, candidate.credential)
+        usage = result.usage
+        cost = capabilities.charged(
+            candidate, catalog.token_cost_nano(candidate.entry, usage.input_tokens, usage.output_tokens)
+        )
+        return (
+            result,
+            cost,
+            facts("vision", candidate, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens),
+        )
+
+    return Prepared("vision", chain, worst, call)
+
+
+async def prepare_upscale(account: Account, body: dict[str, Any], image: bytes, factor: int) -> Prepared:
+    if factor not in (2, 4) or isinstance(factor, bool):
+        raise field_error("factor", "factor must be 2 or 4.")
+    chain = await route(account, "upscale", body)
+
+    async def call(candidate: Candidate) -> tuple[Any, int, UsageFacts]:
+        result = await candidate.vendor.upscale(candidate.model_name, image, factor, candidate.credential)
+        cost = capabilities.charged(candidate, capabilities.per_image_nano(candidate.entry, 1))
+        return result, cost, facts("upscale", candidate, units={"images": 1, "factor": factor})
+
+    return Prepared("upscale", chain, lambda c: capabilities.per_image_nano(c.entry, 1), call)
 
 
 PREPARERS: dict[str, Callable[[Account, dict[str, Any]], Awaitable[Prepared]]] = {

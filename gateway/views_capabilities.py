@@ -165,31 +165,10 @@ async def ai_vision(request: HttpRequest, state: ApiRequestState) -> Any:
             "images", f"images must be a list of 1 to {MAX_IMAGES} items of {{url}} or {{base64, mime?}}."
         )
     images = [(await media(item, f"images[{i}]"))[0] for i, item in enumerate(raw_images)]
-    chain = await route(state.caller, "vision", body)  # type: ignore[arg-type]
-    prompt_tokens = tokens.count_text(prompt) + 85 * len(images)
-
-    def worst(candidate: Candidate) -> int:
-        from gateway import catalog
-
-        return catalog.token_cost_nano(candidate.entry, prompt_tokens, catalog.output_limit(candidate.entry))
-
-    async def call(candidate: Candidate) -> tuple[Any, int, Any]:
-        from gateway import catalog
-
-        result = await candidate.vendor.vision(candidate.model_name, prompt, images, candidate.credential)
-        cost = capabilities.charged(
-            candidate, catalog.token_cost_nano(candidate.entry, result.usage.input_tokens, result.usage.output_tokens)
-        )
-        return (
-            result,
-            cost,
-            facts(
-                "vision", candidate, input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens
-            ),
-        )
+    prepared = await operations.prepare_vision(state.caller.account, body, prompt, images)  # type: ignore[union-attr]
 
     async def produce() -> dict[str, Any]:
-        served = await metered(request, state, "vision", chain, worst, call)
+        served = await run_prepared(request, state, prepared)
         usage: Usage = served.result.usage
         return {
             "content": served.result.content,
@@ -327,20 +306,10 @@ async def ai_upscale(request: HttpRequest, state: ApiRequestState) -> Any:
     if factor not in (2, 4) or isinstance(factor, bool):
         raise field_error("factor", "factor must be 2 or 4.")
     image, _ = await media(body["image"], "image")
-    chain = await route(state.caller, "upscale", body)  # type: ignore[arg-type]
-
-    async def call(candidate: Candidate) -> tuple[Any, int, Any]:
-        result = await candidate.vendor.upscale(candidate.model_name, image, factor, candidate.credential)
-        return (
-            result,
-            capabilities.charged(candidate, capabilities.per_image_nano(candidate.entry, 1)),
-            facts("upscale", candidate, units={"images": 1, "factor": factor}),
-        )
+    prepared = await operations.prepare_upscale(state.caller.account, body, image, factor)  # type: ignore[union-attr]
 
     async def produce() -> dict[str, Any]:
-        served = await metered(
-            request, state, "upscale", chain, lambda c: capabilities.per_image_nano(c.entry, 1), call
-        )
+        served = await run_prepared(request, state, prepared)
         stored = await store_images(request, state, [served.result.png], False)
         return {
             "image": stored[0]["url"],

@@ -23,13 +23,10 @@ from billing import ledger
 from billing.models import Hold, HoldState, UsageRecord
 from console import accounts
 from console.models import Account, Project, User
-from gateway import capabilities, catalog, files, operations
+from gateway import files, operations
 from gateway.api import ApiError, ApiRequestState, Caller, field_error
-from gateway.capabilities import Served, facts, metered, route
+from gateway.capabilities import Served
 from gateway.models import CatalogModel
-from gateway.routing import Candidate
-from gateway.sandbox import tokens
-from gateway.vendors.sandbox import VISION_TOKENS_PER_IMAGE
 from infrai.lib.ids import uuid7
 from infrai.lib.money import format_usd, usd_to_nano
 
@@ -186,27 +183,22 @@ def stored_image(account: Account, url_or_token: str) -> bytes:
         return handle.read()
 
 
+async def run_prepared(request: HttpRequest, state: ApiRequestState, prepared: operations.Prepared) -> Served:
+    from gateway.views_capabilities import run_prepared as gateway_run_prepared
+
+    return await gateway_run_prepared(request, state, prepared)
+
+
 async def run_upscale(request: HttpRequest, state: ApiRequestState, image: bytes, factor: int) -> Served:
-    """`/v1/ai/image/upscale`'s pricing: one image at the upscaler's per-image price."""
-    if factor not in (2, 4):
-        raise field_error("factor", "factor must be 2 or 4.")
+    """`/v1/ai/image/upscale`'s prepared call, billed like the API's."""
     caller = state.caller
     assert caller is not None
-    chain = await route(caller, "upscale", {})
-
-    async def call(candidate: Candidate) -> tuple[Any, int, Any]:
-        result = await candidate.vendor.upscale(candidate.model_name, image, factor, candidate.credential)
-        return (
-            result,
-            capabilities.charged(candidate, capabilities.per_image_nano(candidate.entry, 1)),
-            facts("upscale", candidate, units={"images": 1, "factor": factor}),
-        )
-
-    return await metered(request, state, "upscale", chain, lambda c: capabilities.per_image_nano(c.entry, 1), call)
+    prepared = await operations.prepare_upscale(caller.account, {}, image, factor)
+    return await run_prepared(request, state, prepared)
 
 
 async def run_vision(request: HttpRequest, state: ApiRequestState, prompt: str, images: list[bytes]) -> Served:
-    """`/v1/ai/vision`'s pricing: tokens of the prompt plus a fixed count per image, then the output."""
+    """`/v1/ai/vision`'s prepared call, billed like the API's."""
     if not prompt.strip():
         raise field_error("prompt", "Ask something about the image.", code="MISSING_FIELD")
     if not images:
@@ -215,26 +207,8 @@ async def run_vision(request: HttpRequest, state: ApiRequestState, prompt: str, 
         raise field_error("image", f"At most {operations.MAX_IMAGES} images.")
     caller = state.caller
     assert caller is not None
-    chain = await route(caller, "vision", {})
-    prompt_tokens = tokens.count_text(prompt) + VISION_TOKENS_PER_IMAGE * len(images)
-
-    def worst(candidate: Candidate) -> int:
-        return catalog.token_cost_nano(candidate.entry, prompt_tokens, catalog.output_limit(candidate.entry))
-
-    async def call(candidate: Candidate) -> tuple[Any, int, Any]:
-        result = await candidate.vendor.vision(candidate.model_name, prompt, images, candidate.credential)
-        cost = capabilities.charged(
-            candidate, catalog.token_cost_nano(candidate.entry, result.usage.input_tokens, result.usage.output_tokens)
-        )
-        return (
-            result,
-            cost,
-            facts(
-                "vision", candidate, input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens
-            ),
-        )
-
-    return await metered(request, state, "vision", chain, worst, call)
+    prepared = await operations.prepare_vision(caller.account, {}, prompt, images)
+    return await run_prepared(request, state, prepared)
 
 
 async def usage_record(request_id: str) -> UsageRecord | None:
