@@ -534,10 +534,9 @@ def schemas() -> dict[str, Any]:
             "ice_servers": {"type": "array", "items": {"type": "object"}},
             "model": s(),
             "voice": {"type": ["string", "null"]},
-            "websocket_url": s(format="uri"),
             "_metadata": ref("Metadata"),
         },
-        ["session_id", "token", "expires_at", "ice_servers", "model", "websocket_url", "_metadata"],
+        ["session_id", "token", "expires_at", "ice_servers", "model", "_metadata"],
     )
     project_key = obj(
         {

@@ -418,7 +418,7 @@ async def _session_token(request: HttpRequest, state: ApiRequestState, kind: str
         },  # type: ignore[union-attr]
         salt="infrai.realtime",
     )
-    base = files.base_url_of(request).replace("http://", "ws://").replace("https://", "wss://")
+    # The voice websocket that redeems this token arrives with the playground's voice sessions.
     return {
         "session_id": session_id,
         "token": token,
@@ -426,7 +426,6 @@ async def _session_token(request: HttpRequest, state: ApiRequestState, kind: str
         "ice_servers": [],
         "model": candidate.model_name,
         "voice": voice,
-        "websocket_url": f"{base}/ws/voice/{session_id}",
         "_metadata": meta(state, candidate, 0),
     }
 
