@@ -15,10 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 
 from console import keys
 from console.models import Account, Project, ProjectKey
+from infrai import ratelimit
 from infrai.lib.ids import uuid7
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ class ApiError(Exception):
         resp = JsonResponse(body, status=self.status)
         if request_id:
             resp["X-Request-Id"] = request_id
+        if "retry_after_seconds" in self.extra:
+            resp["Retry-After"] = str(self.extra["retry_after_seconds"])
         if self.status == 401:
             resp["WWW-Authenticate"] = 'Bearer realm="infrai"'
         return resp
@@ -84,6 +88,14 @@ def authenticate(request: HttpRequest) -> Caller:
     key = keys.find_active_key(secret)
     if key is None:
         raise ApiError(401, "INVALID_API_KEY", "This project key is unknown or has been revoked.")
+    limit = settings.API_RATE_LIMIT_PER_KEY_PER_MINUTE
+    if limit and not ratelimit.hit("api-key", key.public_id, limit, 60):
+        raise ApiError(
+            429,
+            "RATE_LIMITED",
+            f"This key made more than {limit} calls this minute; slow down and retry.",
+            retry_after_seconds=ratelimit.seconds_left_in_window(60),
+        )
     keys.touch_last_used(key)
     return Caller(key=key, project=key.project, account=key.project.account)
 

@@ -45,6 +45,7 @@ def live_servers(count: int = 1, extra_env: dict[str, str] | None = None) -> Ite
         "DEBUG": "false",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SANDBOX_TOKENS_PER_SECOND": "0",
+        "API_RATE_LIMIT_PER_KEY_PER_MINUTE": "0",
         **database_env(),
         **(extra_env or {}),
     }

@@ -252,6 +252,8 @@ BYOK_PLATFORM_FEE_PERCENT: Decimal = env_decimal("BYOK_PLATFORM_FEE_PERCENT", "0
 
 # --- Gateway --------------------------------------------------------------------------------
 UPSTREAM_MAX_CONNECTIONS = env_int("UPSTREAM_MAX_CONNECTIONS", 200)
+# Calls per project key per minute (0 = no limit); over it, 429 RATE_LIMITED with Retry-After.
+API_RATE_LIMIT_PER_KEY_PER_MINUTE = env_int("API_RATE_LIMIT_PER_KEY_PER_MINUTE", 600)
 # Platform credentials per vendor; a vendor without one is usable only through a caller's BYOK.
 OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1")

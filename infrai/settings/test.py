@@ -17,3 +17,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
 
 # Stream sandbox replies without pacing; tests that need a realistic rate set it themselves.
 SANDBOX_TOKENS_PER_SECOND = 0
+
+# Tests make many calls with one key; the rate limit has its own test that switches it on.
+API_RATE_LIMIT_PER_KEY_PER_MINUTE = 0
