@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from gateway.sandbox import tokens
 from gateway.vendors.base import ChatRequest, ChatResult, Usage, VendorError
 from infrai.lib.money import format_usd
 
+log = logging.getLogger(__name__)
 CACHE_STRATEGIES = ("vendor", "infrai", "none")
 ROLES = ("system", "user", "assistant", "tool", "developer")
 
@@ -282,12 +284,28 @@ def measured_usage(usage: Usage, the_plan: Plan, text: str) -> Usage:
     return Usage(input_tokens=the_plan.prompt_tokens, output_tokens=tokens.count_text(text) if text else 0)
 
 
+async def _cache_get(key: str) -> dict[str, Any] | None:
+    """The response cache is an optimisation: with the cache (Redis) down, calls go upstream."""
+    try:
+        return await cache.aget(key)
+    except Exception:
+        log.warning("response cache unavailable", exc_info=True)
+        return None
+
+
+async def _cache_set(key: str, value: dict[str, Any]) -> None:
+    try:
+        await cache.aset(key, value, timeout=settings.CHAT_CACHE_TTL_SECONDS)
+    except Exception:
+        log.warning("response cache unavailable", exc_info=True)
+
+
 async def run_chat(origin: metering.Origin, caller: Caller, state: ApiRequestState, params: ChatParams) -> ChatOutcome:
     """A plain chat call. `origin`: the HTTP request, or the console's base URL (for 402 links)."""
     the_plan = await sync_to_async(plan)(caller, params)
     use_cache = params.cache_strategy == "infrai"
     if use_cache:
-        cached = await cache.aget(cache_key(caller, params))
+        cached = await _cache_get(cache_key(caller, params))
         if cached is not None:
             return await _cache_hit(origin, caller, state, the_plan, cached)
     hold = await take_hold(origin, caller, state, the_plan, params)
@@ -305,7 +323,7 @@ async def run_chat(origin: metering.Origin, caller: Caller, state: ApiRequestSta
         cost = actual_cost_nano(candidate, usage, params)
         await metering.settle_call(hold, caller, state.request_id, cost, _facts(candidate, usage, state))
         if use_cache:
-            await cache.aset(
+            await _cache_set(
                 cache_key(caller, params),
                 {
                     "content": result.content,
@@ -315,7 +333,6 @@ async def run_chat(origin: metering.Origin, caller: Caller, state: ApiRequestSta
                     "output_tokens": usage.output_tokens,
                     "candidate": candidate.entry.pk,
                 },
-                timeout=settings.CHAT_CACHE_TTL_SECONDS,
             )
         return ChatOutcome(result, candidate, cost, meta(state, candidate, cost))
     await metering.release_call(hold)

@@ -374,3 +374,16 @@ async def test_a_stream_that_broke_can_be_retried_with_its_key():
     _, retried = await _stream("/v1/ai/chat", cut, secret)
     assert not any(isinstance(e, dict) and e.get("_metadata", {}).get("replayed") for e in retried)
     assert await UsageRecord.objects.acount() == 2  # the cut call and the retry, each charged for what it delivered
+
+
+def test_with_the_cache_down_an_infrai_cached_call_still_answers(client, monkeypatch):
+    from django.core.cache import cache
+
+    async def down(*args, **kwargs):
+        raise ConnectionError("redis down")
+
+    monkeypatch.setattr(cache, "aget", down)
+    monkeypatch.setattr(cache, "aset", down)
+    secret = make_key(make_account(credit_nano=USD))
+    response = post(client, "/v1/ai/chat", {"messages": "hi", "cache_strategy": "infrai"}, secret)
+    assert response.status_code == 200 and response.json()["_metadata"]["cache_hit"] is False
