@@ -450,8 +450,20 @@ def test_a_cancel_during_the_call_stops_the_worker_through_its_lease(client, set
 
     from django.db import connection
 
+    import asyncio
+
+    from gateway.vendors.sandbox import Sandbox
+
     finished = []
     monkeypatch.setattr(rules, "finish", lambda claimed, outcome: finished.append(outcome))
+
+    async def slow_upstream(*args, **kwargs):
+        # A SIMULATED slow vendor: the call is still running when the cancel lands, however fast
+        # this machine synthesises speech.
+        await asyncio.sleep(10)
+        raise AssertionError("the worker should have abandoned the call")
+
+    monkeypatch.setattr(Sandbox, "tts", slow_upstream)
 
     account = make_account(credit_nano=USD)
     secret = make_key(account)
