@@ -31,7 +31,7 @@ USD = 1_000_000_000
 # Sandbox speech is paced by real work (espeak-ng, then MP3 encoding): ~0.1 s per 100 characters
 # here. The sandbox's non-streaming chat ignores SANDBOX_TOKENS_PER_SECOND, so it cannot be slowed.
 SHORT_SPEECH = {"capability": "tts", "body": {"input": "Batches share the work between workers.", "format": "mp3"}}
-LONG_SPEECH = {"capability": "tts", "body": {"input": "The quick brown fox jumps over the lazy dog. " * 20}}
+LONG_SPEECH = {"capability": "tts", "body": {"input": "The quick brown fox jumps over the lazy dog. " * 60}}
 
 
 @contextmanager
