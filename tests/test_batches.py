@@ -446,11 +446,10 @@ def test_cancelling_a_running_batch_keeps_finished_items_billed_and_drops_the_ru
 
 @pytest.mark.django_db(transaction=True)
 def test_a_cancel_during_the_call_stops_the_worker_through_its_lease(client, settings, monkeypatch):
+    import asyncio
     import threading
 
     from django.db import connection
-
-    import asyncio
 
     from gateway.vendors.sandbox import Sandbox
 
