@@ -14,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from infrai.lib.env import env_bool, env_decimal, env_int, env_list, env_str
+from infrai.lib.env import env_bool, env_decimal, env_int, env_json, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("INFRAI_VAR_DIR", str(BASE_DIR / "var")))
@@ -149,8 +149,15 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Generated files (images, speech, videos, exports). Any Django storage backend by setting, e.g.
+# STORAGE_BACKEND=storages.backends.s3.S3Storage with STORAGE_OPTIONS_JSON='{"bucket_name": "..."}'
+# for S3 or an S3-compatible store (django-storages is installed). Files are only ever served
+# through the console's signed URLs, so the bucket can stay private.
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": {
+        "BACKEND": env_str("STORAGE_BACKEND", "django.core.files.storage.FileSystemStorage"),
+        "OPTIONS": env_json("STORAGE_OPTIONS_JSON"),
+    },
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
