@@ -42,7 +42,8 @@ def _usage(raw: dict[str, Any] | None) -> Usage:
     )
 
 
-def _error_detail(response: httpx.Response) -> str:
+def error_detail(response: httpx.Response) -> str:
+    """The message of an OpenAI-shaped error body ({error: {message, code}}), or its text."""
     try:
         body = response.json()
     except ValueError:
@@ -99,7 +100,7 @@ class OpenAICompatible(Vendor):
                 f"{self.label} is unreachable: {exc}", code="UPSTREAM_UNREACHABLE", retryable=True
             ) from exc
         if response.status_code >= 400:
-            raise error_for_status(self.label, response.status_code, _error_detail(response))
+            raise error_for_status(self.label, response.status_code, error_detail(response))
         return response
 
     async def _post(self, url: str, body: dict[str, Any], credential: Credential) -> dict[str, Any]:
@@ -143,7 +144,7 @@ class OpenAICompatible(Vendor):
         try:
             if response.status_code >= 400:
                 await response.aread()
-                raise error_for_status(self.label, response.status_code, _error_detail(response))
+                raise error_for_status(self.label, response.status_code, error_detail(response))
             finished = False
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):

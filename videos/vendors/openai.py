@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 
 from gateway.http import client_for
 from gateway.vendors.base import Credential, VendorError, error_for_status, timeout_error
+from gateway.vendors.openai_compatible import error_detail
 from videos import conf
 from videos.vendors.base import (
     Checkpoint,
@@ -34,17 +35,6 @@ from videos.vendors.base import (
 # Consecutive failed polls (429, 5xx, timeouts) tolerated before the run fails.
 POLL_FAILURES_TOLERATED = 3
 THUMBNAIL_EXTENSIONS = {"image/webp": "webp", "image/png": "png", "image/jpeg": "jpg"}
-
-
-def _error_detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300]
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("code") or error)[:300]
-    return str(body)[:300]
 
 
 def size_of(resolution: str, aspect: str) -> str:
@@ -75,7 +65,7 @@ class OpenAIVideo(VideoVendor):
                 f"{self.label} is unreachable: {exc}", code="UPSTREAM_UNREACHABLE", retryable=True
             ) from exc
         if response.status_code >= 400:
-            raise error_for_status(self.label, response.status_code, _error_detail(response))
+            raise error_for_status(self.label, response.status_code, error_detail(response))
         return response
 
     async def _json(self, method: str, url: str, credential: Credential, **kwargs: Any) -> dict[str, Any]:
