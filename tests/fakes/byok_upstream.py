@@ -4,13 +4,12 @@ might) so tests can check that it never reaches our responses."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from typing import Any
 
+from tests.fakes.loopback import serving
 from tests.fakes.openai_upstream import Script, _handler
 
 
@@ -53,11 +52,5 @@ def _models_handler(script: ModelsScript) -> type:
 def simulated_byok_upstream(script: ModelsScript | None = None) -> Iterator[tuple[str, ModelsScript]]:
     """Yield (base_url ending in /v1, script) for a server that runs until the block ends."""
     script = script or ModelsScript()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _models_handler(script))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", script
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_models_handler(script), "/v1") as url:
+        yield url, script

@@ -6,13 +6,14 @@ is Cohere: scores come from word overlap with the query."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes.loopback import JsonHandler, serving
 
 
 @dataclass
@@ -32,20 +33,7 @@ def overlap_score(query: str, document: str) -> float:
 
 
 def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _json(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def _error(self, status: int, message: str) -> None:
             self._json(status, {"id": "sim-error-id", "message": message})
 
@@ -114,11 +102,5 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
 def simulated_cohere(script: Script | None = None) -> Iterator[tuple[str, Script]]:
     """Yield (base_url, script) for a server that runs until the block ends."""
     script = script or Script()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", script
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_handler(script), "") as url:
+        yield url, script

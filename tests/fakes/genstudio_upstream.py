@@ -16,8 +16,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes.loopback import JsonHandler, serving
 
 CHAT_ROUTE = re.compile(r"^/maas/(?:v1|deployment/mif-[A-Za-z0-9]+|[A-Za-z0-9._-]+/[A-Za-z0-9._-]+)/chat/completions$")
 PNG_1X1 = base64.b64decode(
@@ -53,20 +55,7 @@ class Script:
 
 
 def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _json(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def _maas_error(self, status: int, message: str, code: str) -> None:
             self._json(status, {"error": {"message": message, "type": "invalid_request_error", "code": code}})
 
@@ -288,11 +277,5 @@ def simulated_genstudio(script: Script | None = None) -> Iterator[tuple[str, Scr
     """Yield (base_url, script) for a server that runs until the block ends; the base URL is the
     host, like https://cloud.infini-ai.com."""
     script = script or Script()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", script
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_handler(script), "") as url:
+        yield url, script

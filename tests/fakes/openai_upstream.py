@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes.loopback import JsonHandler, serving
 
 # A 1x1 PNG, enough for clients to decode.
 SIMULATED_PNG = base64.b64decode(
@@ -32,20 +33,7 @@ class Script:
 
 
 def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _json(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(JsonHandler):
         def do_GET(self) -> None:  # noqa: N802
             script.requests.append({"path": self.path, "body": None})
             script.auth_headers.append(self.headers.get("Authorization", ""))
@@ -190,11 +178,5 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
 def simulated_upstream(script: Script | None = None) -> Iterator[tuple[str, Script]]:
     """Yield (base_url ending in /v1, script) for a server that runs until the block ends."""
     script = script or Script()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", script
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_handler(script), "/v1") as url:
+        yield url, script

@@ -12,12 +12,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import av
 from PIL import Image
+
+from tests.fakes.loopback import JsonHandler, serving
 
 
 def tiny_mp4(width: int = 64, height: int = 36, frames: int = 8, fps: int = 8) -> bytes:
@@ -94,12 +96,7 @@ def _multipart_fields(content_type: str, raw: bytes) -> dict[str, Any]:
 
 
 def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
+    class Handler(JsonHandler):
         def _send(self, status: int, data: bytes, content_type: str) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -194,11 +191,5 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
 def simulated_video_upstream(script: Script | None = None) -> Iterator[tuple[str, Script]]:
     """Yield (base_url ending in /v1, script) for a server that runs until the block ends."""
     script = script or Script()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", script
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_handler(script), "/v1") as url:
+        yield url, script
