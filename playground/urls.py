@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from playground import views
+from playground import views, views_video, views_voice
 
 urlpatterns = [
     path("", views.chat_page, name="playground"),
@@ -13,6 +13,8 @@ urlpatterns = [
     path("image/generate/", views.image_generate, name="playground_image_generate"),
     path("image/upscale/", views.image_upscale, name="playground_image_upscale"),
     path("image/vision/", views.image_vision, name="playground_image_vision"),
+    path("video/", views_video.video_page, name="playground_video"),
+    path("voice/", views_voice.voice_page, name="playground_voice"),
     path("cost/", views.cost_page, name="playground_cost"),
     path("cost/compare/", views.cost_compare, name="playground_cost_compare"),
 ]

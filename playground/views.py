@@ -93,10 +93,12 @@ def _choices(caller: Caller, tab: str) -> dict[str, Any]:
             "preferences": routing.PREFERENCES,
             "cache_strategies": chat.CACHE_STRATEGIES,
         }
-    return {
-        "image_models": runs.usable_models(caller.account, "image"),
-        "sizes": runs.IMAGE_SIZES,
-    }
+    if tab == "image":
+        return {
+            "image_models": runs.usable_models(caller.account, "image"),
+            "sizes": runs.IMAGE_SIZES,
+        }
+    return {}
 
 
 def _error_status(exc: ApiError) -> int:

@@ -162,11 +162,18 @@ class LiveServer:
     process: subprocess.Popen[bytes]
     database: Database
     env: dict[str, str] = field(repr=False)
+    worker: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def start(
-        cls, workdir: Path, label: str, port: int | None = None, extra_env: dict[str, str] | None = None
+        cls,
+        workdir: Path,
+        label: str,
+        port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+        with_worker: bool = False,
     ) -> LiveServer:
+        """daphne, plus (`with_worker`) one `manage.py db_worker` running batch and video jobs."""
         port = port or free_port()
         url = f"http://127.0.0.1:{port}"
         mail_dir = workdir / "mail"
@@ -216,10 +223,20 @@ class LiveServer:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
+            worker = None
+            if with_worker:
+                with (workdir / "worker.log").open("wb") as log:
+                    worker = subprocess.Popen(
+                        [sys.executable, "manage.py", "db_worker", "--interval", "0.2", "--worker-id", f"browser-{label}"],
+                        cwd=REPO,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
         except BaseException:
             database.drop()
             raise
-        server = cls(url, workdir, mail_dir, log_path, process, database, env)
+        server = cls(url, workdir, mail_dir, log_path, process, database, env, worker)
         server._wait_until_ready()
         return server
 
@@ -244,6 +261,8 @@ class LiveServer:
 
     def stop(self) -> None:
         _stop(self.process)
+        if self.worker is not None:
+            _stop(self.worker)
         self.database.drop()
 
 
@@ -278,8 +297,9 @@ def browser_workdir() -> Iterator[Path]:
 # Not named `live_server`: pytest-django would set up its own test database for that name.
 @pytest.fixture(scope="session")
 def console_server(browser_workdir: Path) -> Iterator[LiveServer]:
-    server = retry_on_port_clash(lambda: LiveServer.start(browser_workdir / "main", "main"))
+    server = retry_on_port_clash(lambda: LiveServer.start(browser_workdir / "main", "main", with_worker=True))
     _logs[f"console at {server.url}"] = server.log_path
+    _logs["job worker"] = server.workdir / "worker.log"
     yield server
     server.stop()
 
