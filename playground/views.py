@@ -8,15 +8,12 @@ plain POSTs (htmx swaps the partial; without JavaScript the whole page comes bac
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_POST
@@ -33,19 +30,6 @@ VISION_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")
 
 
 # --- Shared -----------------------------------------------------------------------------------
-
-
-def signed_in(view: Callable[..., Awaitable[HttpResponse]]) -> Callable[..., Awaitable[HttpResponse]]:
-    """`login_required` for async views. Django's own awaits `backend.aget_user`, which the
-    social-auth backends lack, so the user is loaded the sync way, in a thread."""
-
-    @functools.wraps(view)
-    async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not await sync_to_async(lambda: request.user.is_authenticated)():
-            return redirect_to_login(request.get_full_path())
-        return await view(request, *args, **kwargs)
-
-    return wrapper
 
 
 def _caller(request: HttpRequest) -> Caller:
@@ -186,7 +170,7 @@ def _json_body(request: HttpRequest) -> dict[str, Any]:
 
 
 @require_POST
-@signed_in
+@login_required
 async def chat_send(request: HttpRequest) -> HttpResponse:
     """The whole reply in one answer: JSON for the page's script, or the page for a plain form."""
     caller = await sync_to_async(_caller)(request)
@@ -236,7 +220,7 @@ def _compare_form(request: HttpRequest) -> dict[str, Any]:
 
 
 @require_POST
-@signed_in
+@login_required
 async def compare_send(request: HttpRequest) -> HttpResponse:
     """Compare without the socket: every model at once, each column whole."""
     caller = await sync_to_async(_caller)(request)
@@ -286,7 +270,7 @@ def _int(value: str | None, default: int) -> int | str:
 
 
 @require_POST
-@signed_in
+@login_required
 async def image_generate(request: HttpRequest) -> HttpResponse:
     caller = await sync_to_async(_caller)(request)
     body: dict[str, Any] = {
@@ -316,7 +300,7 @@ async def image_generate(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@signed_in
+@login_required
 async def image_upscale(request: HttpRequest) -> HttpResponse:
     caller = await sync_to_async(_caller)(request)
     url = request.POST.get("image", "")
@@ -345,7 +329,7 @@ async def image_upscale(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@signed_in
+@login_required
 async def image_vision(request: HttpRequest) -> HttpResponse:
     caller = await sync_to_async(_caller)(request)
     prompt = request.POST.get("prompt", "")
@@ -453,7 +437,7 @@ async def _run_for_real(
 
 
 @require_POST
-@signed_in
+@login_required
 async def cost_compare(request: HttpRequest) -> HttpResponse:
     caller = await sync_to_async(_caller)(request)
     context: dict[str, Any] = {

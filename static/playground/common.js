@@ -173,13 +173,22 @@ const STATUS = {
   down: "Live connection unavailable: replies arrive whole when they are done.",
 };
 
+// A websocket that reconnects with backoff and shows its state in `statusEl`.
+// options: path (default the playground's), texts (status texts by state), onOpen, binaryType,
+// reconnect (default true). Callers check `live` and fall back to plain HTTP while it is false.
 export class PlaygroundSocket {
-  constructor(statusEl, onMessage, onLost) {
+  constructor(statusEl, onMessage, onLost, options = {}) {
     this.statusEl = statusEl;
     this.onMessage = onMessage;
     this.onLost = onLost;
+    this.path = options.path || "/ws/playground/";
+    this.texts = { ...STATUS, ...(options.texts || {}) };
+    this.onOpen = options.onOpen || null;
+    this.binaryType = options.binaryType || "blob";
+    this.reconnect = options.reconnect !== false;
     this.ws = null;
     this.retry = 1000;
+    this.closed = false;
     this.connect();
   }
 
@@ -189,7 +198,7 @@ export class PlaygroundSocket {
 
   status(kind) {
     if (!this.statusEl) return;
-    this.statusEl.textContent = STATUS[kind];
+    this.statusEl.textContent = this.texts[kind];
     this.statusEl.dataset.state = kind;
   }
 
@@ -202,17 +211,23 @@ export class PlaygroundSocket {
     const scheme = window.location.protocol === "https:" ? "wss" : "ws";
     let ws;
     try {
-      ws = new WebSocket(`${scheme}://${window.location.host}/ws/playground/`);
+      ws = new WebSocket(`${scheme}://${window.location.host}${this.path}`);
     } catch {
       this.status("down");
       return;
     }
+    ws.binaryType = this.binaryType;
     this.ws = ws;
     ws.addEventListener("open", () => {
       this.retry = 1000;
       this.status("live");
+      if (this.onOpen) this.onOpen();
     });
     ws.addEventListener("message", (event) => {
+      if (typeof event.data !== "string") {
+        this.onMessage(event.data);
+        return;
+      }
       let message;
       try {
         message = JSON.parse(event.data);
@@ -221,12 +236,13 @@ export class PlaygroundSocket {
       }
       this.onMessage(message);
     });
-    ws.addEventListener("close", () => {
+    ws.addEventListener("close", (event) => {
       if (this.ws !== ws) return;
       this.ws = null;
       this.status("down");
-      if (this.onLost) this.onLost();
-      // Come back when the server does; meanwhile the pages post instead.
+      if (this.onLost) this.onLost(event);
+      if (this.closed || !this.reconnect) return;
+      // Come back when the server does; meanwhile the pages post or poll instead.
       setTimeout(() => this.connect(), this.retry);
       this.retry = Math.min(this.retry * 2, 30000);
     });
@@ -236,6 +252,18 @@ export class PlaygroundSocket {
     if (!this.live) return false;
     this.ws.send(JSON.stringify(message));
     return true;
+  }
+
+  // Binary frames (audio) as they are.
+  sendRaw(data) {
+    if (!this.live) return false;
+    this.ws.send(data);
+    return true;
+  }
+
+  close() {
+    this.closed = true;
+    if (this.ws) this.ws.close();
   }
 }
 
