@@ -35,6 +35,8 @@ PAGES = {
     "chat": "console:playground",
     "compare": "console:playground_compare",
     "image": "console:playground_image",
+    "video": "console:playground_video",
+    "voice": "console:playground_voice",
     "cost": "console:playground_cost",
 }
 IMAGE_SIZES = ("256x256", "512x512", "1024x1024", "1792x1024", "1024x1792", "1536x1024", "1024x1536")
