@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
 
-.PHONY: install run test lint format migrations-check clean
+.PHONY: install run cluster test lint format migrations-check clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
@@ -20,6 +20,10 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python -m infrai.devserver
+
+# 2 daphne + 2 workers + housekeeping behind a balancer on PORT (see devtools/cluster.py).
+cluster: install
+	$(BIN)/python -m devtools.cluster
 
 test: install
 	sh devtools/browser_deps.sh

@@ -82,14 +82,14 @@ def planned_processes(env: dict[str, str]) -> list[Process]:
     return processes
 
 
-def main() -> int:
-    env = dict(os.environ)
-    env.setdefault("DJANGO_SETTINGS_MODULE", "infrai.settings.base")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    host, port = env.get("HOST", "127.0.0.1"), env.get("PORT", "8000")
-    print(f"Infrai Console on http://{host}:{port}/  (Ctrl-C stops it)", flush=True)
+def supervise(processes: list[Process], env: dict[str, str]) -> int:
+    """Run `processes` until Ctrl-C or SIGTERM, or until one exits; then stop the rest.
+
+    Shared by `make run` and `make cluster` (devtools/cluster.py). Returns the exit code of the
+    first process that failed, or 0.
+    """
     running: list[tuple[Process, subprocess.Popen[bytes]]] = []
-    for proc in planned_processes(env):
+    for proc in processes:
         running.append((proc, subprocess.Popen(proc.argv, env={**env, **(proc.env or {})})))
 
     def stop(*_: object) -> None:
@@ -120,6 +120,20 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 popen.kill()
     return exit_code
+
+
+def base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "infrai.settings.base")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def main() -> int:
+    env = base_env()
+    host, port = env.get("HOST", "127.0.0.1"), env.get("PORT", "8000")
+    print(f"Infrai Console on http://{host}:{port}/  (Ctrl-C stops it)", flush=True)
+    return supervise(planned_processes(env), env)
 
 
 if __name__ == "__main__":
