@@ -1,4 +1,5 @@
-""" "View code": the request a playground run made, as curl, Python (openai SDK) and JavaScript.
+""" "View code": the request a playground run made, as curl, Python (openai SDK, or httpx where
+the SDK has no call) and JavaScript.
 
 The base URL is the console's own; the key is the placeholder `$INFRAI_KEY`.
 """
@@ -198,5 +199,41 @@ def vision(base_url: str, prompt: str, filename: str, mime: str) -> dict[str, st
             f"  body: JSON.stringify({js_body}),\n"
             "});\n"
             "console.log((await response.json()).content);"
+        ),
+    }
+
+
+def video(base_url: str, body: dict[str, Any]) -> dict[str, str]:
+    """A video job: generate, then poll its status until it is finished (plain httpx: the
+    openai SDK has no call for Infrai's /v1/video routes)."""
+    status = f"{base_url}/v1/video/status/"
+    return {
+        "curl": (
+            f"{_curl(base_url, '/video/generate', body)}\n\n"
+            "# The answer is the job; ask for its state until it is succeeded (or failed):\n"
+            f'curl {status}$JOB_ID -H "Authorization: Bearer {KEY}"'
+        ),
+        "python": (
+            "import time\n\nimport httpx\n\n"
+            f'client = httpx.Client(base_url="{base_url}/v1", headers={{"Authorization": "Bearer {KEY}"}}, timeout=30)\n'
+            f'job = client.post("/video/generate", json={_py(body)}).raise_for_status().json()\n'
+            'while job["state"] in ("queued", "running"):\n'
+            "    time.sleep(5)\n"
+            "    job = client.get(f\"/video/status/{job['job_id']}\").raise_for_status().json()\n"
+            'print(job["state"], job.get("video_url") or job.get("error"))\n'
+        ),
+        "javascript": _fetch(
+            base_url,
+            "/video/generate",
+            body,
+            "let job = await response.json();\n"
+            'while (job.state === "queued" || job.state === "running") {\n'
+            "  await new Promise((resolve) => setTimeout(resolve, 5000));\n"
+            f"  const status = await fetch(`{status}${{job.job_id}}`, {{\n"
+            f'    headers: {{ "Authorization": "Bearer {KEY}" }},\n'
+            "  });\n"
+            "  job = await status.json();\n"
+            "}\n"
+            "console.log(job.state, job.video_url || job.error);",
         ),
     }
