@@ -14,9 +14,19 @@ import socket
 import weakref
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp import transport as aiohttp_transport
+
+# httpx-aiohttp maps every aiohttp.ClientConnectionError (a refused connection, a server hanging
+# up) to httpx.ConnectTimeout, so an unreachable vendor read as a timeout. Its mapper picks the
+# most specific httpx class among the matches, so a general TransportError here lets the precise
+# entries win: refused -> ConnectError, hung up -> RemoteProtocolError, timeouts stay timeouts.
+aiohttp_transport.AIOHTTP_EXC_MAP[aiohttp.ClientConnectionError] = httpx.TransportError
+aiohttp_transport.AIOHTTP_EXC_MAP[aiohttp.ServerDisconnectedError] = httpx.RemoteProtocolError
+aiohttp_transport.AIOHTTP_EXC_MAP[aiohttp.ConnectionTimeoutError] = httpx.ConnectTimeout
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=30.0, pool=10.0)
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.AsyncClient]] = (

@@ -19,7 +19,7 @@ from django.conf import settings
 
 from gateway.http import client_for
 from gateway.vendors.base import Credential, Usage, Vendor, VendorError, error_for_status, timeout_error
-from gateway.vendors.genstudio import is_timeout, ranked
+from gateway.vendors.genstudio import ranked
 
 
 def _detail(response: httpx.Response) -> str:
@@ -58,7 +58,7 @@ class Cohere(Vendor):
         try:
             response = await client_for(self.name).request(method, url, headers=headers, **extra)
         except httpx.HTTPError as exc:
-            if is_timeout(exc):
+            if isinstance(exc, httpx.TimeoutException):
                 raise timeout_error(self.label) from exc
             raise VendorError(
                 f"{self.label} is unreachable: {exc}", code="UPSTREAM_UNREACHABLE", retryable=True

@@ -111,18 +111,6 @@ def response_detail(response: httpx.Response) -> str:
     return error_message(body) or str(body)[:300]
 
 
-def is_timeout(exc: httpx.HTTPError) -> bool:
-    """Whether an httpx error is a real timeout.
-
-    The aiohttp transport maps every aiohttp connection error, a server hanging up included, to
-    `httpx.ConnectTimeout`; only those caused by a timeout are timeouts.
-    """
-    if not isinstance(exc, httpx.TimeoutException):
-        return False
-    cause = exc.__cause__
-    return cause is None or isinstance(cause, TimeoutError) or not type(cause).__module__.startswith("aiohttp")
-
-
 def image_size(size: str) -> tuple[int, int]:
     match = SIZE.fullmatch(size.strip().lower()) if isinstance(size, str) else None
     if not match:
@@ -193,7 +181,7 @@ class GenStudio(Vendor):
         return {"timeout": self.timeout} if self.timeout is not None else {}
 
     def _transport_error(self, exc: httpx.HTTPError) -> VendorError:
-        if is_timeout(exc):
+        if isinstance(exc, httpx.TimeoutException):
             return timeout_error(self.label)
         return VendorError(f"{self.label} is unreachable: {exc}", code="UPSTREAM_UNREACHABLE", retryable=True)
 
@@ -301,7 +289,7 @@ class GenStudio(Vendor):
             if not finished:
                 raise StreamCut(f"{self.label} ended the stream early")
         except httpx.HTTPError as exc:
-            if is_timeout(exc):
+            if isinstance(exc, httpx.TimeoutException):
                 raise timeout_error(self.label) from exc
             raise StreamCut(f"{self.label} broke the stream: {exc}") from exc
         finally:
