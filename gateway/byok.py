@@ -34,7 +34,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from console.models import Account
 from gateway.api import ApiError
-from gateway.http import UnsafeUrl, check_public_url, client_for
+from gateway.http import UnsafeUrl, check_public_url, client_for, user_urls_public_only
 from gateway.models_byok import BYOKCredential
 from gateway.vendors import VENDORS, get_vendor
 from gateway.vendors.base import Credential, Vendor, VendorError, error_for_status
@@ -449,7 +449,7 @@ async def probe(vendor: Vendor, credential: Credential) -> ProbeResult:
 
     raw = bytearray()
     try:
-        client = client_for("byok-test", PROBE_TIMEOUT)
+        client = client_for("byok-test", PROBE_TIMEOUT, public_only=user_urls_public_only())
         headers = {"Authorization": f"Bearer {credential.api_key}"}
         async with client.stream("GET", url, headers=headers, timeout=PROBE_TIMEOUT) as response:
             latency = elapsed()

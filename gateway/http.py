@@ -2,16 +2,22 @@
 
 `client_for(role)` returns a pooled `httpx.AsyncClient` per vendor role and event loop, using
 the aiohttp transport (3-6x faster than httpx's default under concurrency; see
-shared/PERFORMANCE.md). Every client has explicit timeouts. User-supplied base URLs (BYOK) go
-through `check_public_url`, which refuses private addresses unless a setting allows them.
+shared/PERFORMANCE.md). Every client has explicit timeouts. User-supplied URLs (BYOK base URLs,
+media URLs) go through `check_public_url` when given, which refuses private addresses unless
+BYOK_ALLOW_PRIVATE_BASE_URLS allows them, and are then called through a `public_only` client
+whose resolver drops private addresses at each connection, so a name that resolves elsewhere
+later (DNS rebinding) still cannot reach inside.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import socket
 import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -19,6 +25,9 @@ import httpx
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp import transport as aiohttp_transport
+
+if TYPE_CHECKING:
+    from gateway.vendors.base import Credential
 
 # httpx-aiohttp maps every aiohttp.ClientConnectionError (a refused connection, a server hanging
 # up) to httpx.ConnectTimeout, so an unreachable vendor read as a timeout. Its mapper picks the
@@ -34,22 +43,67 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, httpx.A
 )
 
 
-def client_for(role: str, timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.AsyncClient:
+class PublicAddressResolver(aiohttp.abc.AbstractResolver):
+    """aiohttp's threaded resolver, keeping only globally routable addresses.
+
+    aiohttp does not call the resolver for IP literals; those are refused by `check_public_url`
+    when the URL is registered or given, and an IP literal cannot change what it points at."""
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.ThreadedResolver()
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
+        found = await self._inner.resolve(host, port, family)
+        public = [info for info in found if ipaddress.ip_address(info["host"]).is_global]
+        if not public:
+            # aiohttp shows only strerror in its message, so the errno form carries the reason.
+            raise OSError(errno.EACCES, f"{host} resolves to a private address; calls to it are refused")
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _public_only_session(limits: httpx.Limits) -> Callable[[], aiohttp.ClientSession]:
+    def make() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=limits.max_connections or 100,
+            keepalive_timeout=limits.keepalive_expiry,
+            resolver=PublicAddressResolver(),
+        )
+        return aiohttp.ClientSession(connector=connector)
+
+    return make
+
+
+def client_for(role: str, timeout: httpx.Timeout = DEFAULT_TIMEOUT, *, public_only: bool = False) -> httpx.AsyncClient:
     """A pooled client for `role` (one per vendor) on the running event loop."""
     loop = asyncio.get_running_loop()
     per_loop = _clients.setdefault(loop, {})
-    client = per_loop.get(role)
+    key = f"{role}:public" if public_only else role
+    client = per_loop.get(key)
     if client is None or client.is_closed:
         discard_clients_of_closed_loops()
         limits = httpx.Limits(max_connections=settings.UPSTREAM_MAX_CONNECTIONS, max_keepalive_connections=100)
+        transport = AiohttpTransport(limits=limits, client=_public_only_session(limits) if public_only else None)
         client = httpx.AsyncClient(
-            transport=AiohttpTransport(limits=limits),
+            transport=transport,
             timeout=timeout,
             headers={"User-Agent": "infrai-console/0.1"},
             follow_redirects=False,
         )
-        per_loop[role] = client
+        per_loop[key] = client
     return client
+
+
+def user_urls_public_only() -> bool:
+    """Whether URLs that users supply (BYOK base URLs, media URLs) must reach public addresses only."""
+    return not settings.BYOK_ALLOW_PRIVATE_BASE_URLS
+
+
+def client_for_credential(role: str, credential: Credential) -> httpx.AsyncClient:
+    """The client for a call with `credential`: a BYOK base URL is the user's, so public only."""
+    return client_for(role, public_only=credential.byok and user_urls_public_only())
 
 
 def discard_clients_of_closed_loops() -> None:

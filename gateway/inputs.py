@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from gateway.api import field_error
-from gateway.http import UnsafeUrl, check_public_url, client_for
+from gateway.http import UnsafeUrl, check_public_url, client_for, user_urls_public_only
 
 MAX_MEDIA_BYTES = 20 * 1024 * 1024
 _DATA_URL = re.compile(r"^data:([\w/+.-]+)?(;base64)?,(.*)$", re.DOTALL)
@@ -78,7 +78,7 @@ async def _fetch(url: str, field: str) -> tuple[bytes, str | None]:
     except UnsafeUrl as exc:
         raise field_error(field, f"{field}: {exc}") from exc
     try:
-        response = await client_for("media-fetch").get(url)
+        response = await client_for("media-fetch", public_only=user_urls_public_only()).get(url)
     except httpx.HTTPError as exc:
         raise field_error(field, f"{field} could not be fetched: {exc}") from exc
     if response.status_code != 200:

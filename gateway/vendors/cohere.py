@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import httpx
 from django.conf import settings
 
-from gateway.http import client_for
+from gateway.http import client_for_credential
 from gateway.vendors.base import Credential, Usage, Vendor, VendorError, error_for_status, timeout_error
 from gateway.vendors.genstudio import ranked
 
@@ -56,7 +56,7 @@ class Cohere(Vendor):
             extra["json"] = body
         headers = {"Authorization": f"Bearer {credential.api_key}", "Accept": "application/json"}
         try:
-            response = await client_for(self.name).request(method, url, headers=headers, **extra)
+            response = await client_for_credential(self.name, credential).request(method, url, headers=headers, **extra)
         except httpx.HTTPError as exc:
             if isinstance(exc, httpx.TimeoutException):
                 raise timeout_error(self.label) from exc

@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 import httpx
 from django.conf import settings
 
-from gateway.http import client_for
+from gateway.http import client_for_credential
 from gateway.vendors.base import (
     ChatDelta,
     ChatRequest,
@@ -187,7 +187,7 @@ class GenStudio(Vendor):
 
     async def _post(self, url: str, body: dict[str, Any], credential: Credential) -> dict[str, Any]:
         try:
-            response = await client_for(self.name).post(
+            response = await client_for_credential(self.name, credential).post(
                 url, json=body, headers=self.headers(credential), **self._timeout_kwargs()
             )
         except httpx.HTTPError as exc:
@@ -216,7 +216,9 @@ class GenStudio(Vendor):
         """The BYOK test call: list models (`GET {base}/maas/v1/models`); raises VendorError on failure."""
         url = credential.base_url.rstrip("/") + "/maas/v1/models"
         try:
-            response = await client_for(self.name).get(url, headers=self.headers(credential), **self._timeout_kwargs())
+            response = await client_for_credential(self.name, credential).get(
+                url, headers=self.headers(credential), **self._timeout_kwargs()
+            )
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
         if response.status_code >= 400:
@@ -242,7 +244,7 @@ class GenStudio(Vendor):
 
     async def chat_stream(self, request: ChatRequest, credential: Credential) -> AsyncIterator[ChatDelta]:
         url, model = self.chat_target(request.model, credential)
-        client = client_for(self.name)
+        client = client_for_credential(self.name, credential)
         upstream = client.build_request(
             "POST",
             url,

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import httpx
 from django.conf import settings
 
-from gateway.http import client_for
+from gateway.http import client_for_credential
 from gateway.vendors.base import (
     ChatDelta,
     ChatRequest,
@@ -92,7 +92,9 @@ class OpenAICompatible(Vendor):
 
     async def _send(self, method: str, url: str, credential: Credential, **kwargs: Any) -> httpx.Response:
         try:
-            response = await client_for(self.name).request(method, url, headers=self.headers(credential), **kwargs)
+            response = await client_for_credential(self.name, credential).request(
+                method, url, headers=self.headers(credential), **kwargs
+            )
         except httpx.TimeoutException as exc:
             raise timeout_error(self.label) from exc
         except httpx.HTTPError as exc:
@@ -126,7 +128,7 @@ class OpenAICompatible(Vendor):
         )
 
     async def chat_stream(self, request: ChatRequest, credential: Credential) -> AsyncIterator[ChatDelta]:
-        client = client_for(self.name)
+        client = client_for_credential(self.name, credential)
         upstream = client.build_request(
             "POST",
             self.chat_url(request, credential),

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import httpx
 from PIL import Image, ImageOps
 
-from gateway.http import client_for
+from gateway.http import client_for_credential
 from gateway.vendors.base import Credential, VendorError, error_for_status, timeout_error
 from gateway.vendors.openai_compatible import error_detail
 from videos import conf
@@ -55,7 +55,7 @@ class OpenAIVideo(VideoVendor):
 
     async def _send(self, method: str, url: str, credential: Credential, **kwargs: Any) -> httpx.Response:
         try:
-            response = await client_for("openai-video").request(
+            response = await client_for_credential("openai-video", credential).request(
                 method, url, headers=self._headers(credential), **kwargs
             )
         except httpx.TimeoutException as exc:
