@@ -20,5 +20,5 @@ urlpatterns = [
     path("byok/<str:byok_id>/test/", views_byok.byok_test, name="byok_test"),
     path("byok/<str:byok_id>/revoke/", views_byok.byok_revoke, name="byok_revoke"),
     path("playground/", include("playground.urls")),
-    *[path(f"{page}/", views.coming_soon, {"page": page}, name=page) for page in views.COMING],
+    path("jobs/", include("jobs.urls")),
 ]

@@ -191,16 +191,3 @@ def revoke_key(request: HttpRequest, key_id: str) -> HttpResponse:
     if keys.revoke_key(key):
         messages.success(request, f"Key {key.display_prefix}… revoked. Calls with it are refused from now on.")
     return redirect("console:keys")
-
-
-# --- Pages that later issues fill in ---------------------------------------------------------
-
-COMING = {
-    "jobs": ("Jobs", "Batch jobs and video jobs, updating live."),
-}
-
-
-@login_required
-def coming_soon(request: HttpRequest, page: str) -> HttpResponse:
-    title, what = COMING[page]
-    return render(request, "console/coming_soon.html", {"title": title, "what": what, "nav": page})
