@@ -22,6 +22,7 @@ Proven elsewhere, not repeated here:
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,9 +34,12 @@ from django.test import AsyncClient, Client
 
 from billing import ledger
 from billing.models import Hold, HoldState, UsageRecord
+from devtools.cluster import private_redis
 from gateway import http as gateway_http
 from tests.factories import bearer, make_account, make_key
 from tests.fakes.openai_upstream import Script, simulated_upstream
+from tests.live import live_servers
+from tests.test_batch_workers import workers
 
 USD = 1_000_000_000
 # gpt-4o-mini (openai) ranks first for "cheapest"; deepseek-chat (openai_compatible) costs under
@@ -190,3 +194,48 @@ async def test_a_broken_stream_is_charged_for_what_was_delivered_and_its_retry_o
         assert replayed[-1]["_metadata"]["replayed"] is True and replayed[-1]["_metadata"]["cost_usd"] == "0.00"
     assert len(script.requests) == 2, "the replay did not call the upstream"
     await sync_to_async(assert_ledger_clean)(account, USD, 2)
+
+
+# --- Redis unavailable --------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_with_redis_killed_the_api_keeps_serving_and_a_jobs_page_falls_back_to_polling(tmp_path):
+    account = make_account(credit_nano=USD)
+    secret = make_key(account)
+    auth = {"Authorization": f"Bearer {secret}"}
+    cached_call = {"messages": "Name a colour.", "cache_strategy": "infrai"}
+    with private_redis() as redis:
+        live = {"REDIS_URL": redis.url, "API_RATE_LIMIT_PER_KEY_PER_MINUTE": "600"}
+        with live_servers(1, live) as (url,), workers(1, tmp_path, {"REDIS_URL": redis.url}):
+            first = httpx.post(url + "/v1/ai/chat", json=cached_call, headers=auth, timeout=30)
+            hit = httpx.post(url + "/v1/ai/chat", json=cached_call, headers=auth, timeout=30)
+            assert first.status_code == hit.status_code == 200
+            assert hit.json()["_metadata"]["cache_hit"] is True, "the cache is Redis, and it is up"
+
+            redis.kill()
+            started = time.monotonic()
+            after = [httpx.post(url + "/v1/ai/chat", json=cached_call, headers=auth, timeout=30) for _ in range(5)]
+            assert [r.status_code for r in after] == [200] * 5
+            assert {r.json()["_metadata"]["cache_hit"] for r in after} == {False}, "the cache fails open"
+            assert time.monotonic() - started < 15, "a dead Redis must not stall each call"
+
+            submitted = httpx.post(
+                url + "/v1/ai/batch/submit",
+                json={"requests": [{"capability": "chat", "body": {"messages": "hi"}}] * 2},
+                headers=auth,
+                timeout=30,
+            )
+            assert submitted.status_code == 200, submitted.text
+            batch_id = submitted.json()["batch_id"]
+            deadline = time.monotonic() + 60
+            while True:  # what a page does when its websocket cannot deliver
+                status = httpx.get(url + f"/v1/ai/batch/status/{batch_id}", headers=auth, timeout=30)
+                assert status.status_code == 200, status.text
+                if status.json()["state"] == "completed":
+                    break
+                assert time.monotonic() < deadline, status.json()
+                time.sleep(0.2)
+    worker_log = (tmp_path / "worker-0.log").read_text(errors="replace")
+    assert "could not push a live update" in worker_log
+    assert_ledger_clean(account, USD, calls_charged=2 + 5 + 2)
