@@ -531,12 +531,17 @@ def schemas() -> dict[str, Any]:
             "session_id": s(),
             "token": s("A signed, short-lived session token."),
             "expires_at": s(format="date-time"),
+            "ws_url": s(
+                "The voice session's websocket: open `ws_url?token=...` (or send `{type: start, token}` first); "
+                "stream 16 kHz mono PCM16 as binary frames; replies arrive as transcript, reply, audio (a binary "
+                "WAV frame) and cost events. Browsers must connect from the console's origin."
+            ),
             "ice_servers": {"type": "array", "items": {"type": "object"}},
             "model": s(),
             "voice": {"type": ["string", "null"]},
             "_metadata": ref("Metadata"),
         },
-        ["session_id", "token", "expires_at", "ice_servers", "model", "_metadata"],
+        ["session_id", "token", "expires_at", "ws_url", "ice_servers", "model", "_metadata"],
     )
     project_key = obj(
         {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import struct
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -14,7 +13,7 @@ from gateway import capabilities, files, operations
 from gateway.api import ApiRequestState, api_view_async, field_error, parse_json_body
 from gateway.capabilities import facts, metered, route
 from gateway.chat import meta
-from gateway.inputs import integer, media, optional_str, required_str
+from gateway.inputs import media, optional_str, required_str
 from gateway.routing import Candidate
 from gateway.sandbox import tokens
 from gateway.vendors.base import Usage
@@ -390,44 +389,12 @@ async def tokens_count(request: HttpRequest, state: ApiRequestState) -> Any:
 
 
 async def _session_token(request: HttpRequest, state: ApiRequestState, kind: str, default_ttl: int) -> dict[str, Any]:
-    from django.core import signing
-
-    from gateway import metering
-    from infrai.lib.ids import uuid7
+    """A session token for `/ws/voice/` (playground/voice.py signs, redeems and serves it)."""
+    from playground import voice
 
     body = parse_json_body(request)
-    ttl = integer(body, "ttl_seconds", default_ttl, 10, 3600)
-    assert ttl is not None
-    voice = optional_str(body, "voice")
-    chain = await route(state.caller, "realtime", body)  # type: ignore[arg-type]
-    candidate = chain[0]
-    # A session may only start with at least a minute of credit; its time is metered as it runs.
-    one_minute = capabilities.per_minute_nano(candidate.entry, 60)
-    hold = await metering.hold_or_402(request, state.caller, state.request_id, one_minute, f"{kind} session check")  # type: ignore[arg-type]
-    await metering.release_call(hold)
-    session_id = f"rt_{uuid7().hex}"
-    expires_at = datetime.now(UTC) + timedelta(seconds=ttl)
-    token = signing.dumps(
-        {
-            "s": session_id,
-            "a": state.caller.account.public_id,
-            "k": kind,
-            "m": candidate.model_name,
-            "v": voice,
-            "e": int(expires_at.timestamp()),
-        },  # type: ignore[union-attr]
-        salt="infrai.realtime",
-    )
-    # The voice websocket that redeems this token arrives with the playground's voice sessions.
-    return {
-        "session_id": session_id,
-        "token": token,
-        "expires_at": expires_at.isoformat(),
-        "ice_servers": [],
-        "model": candidate.model_name,
-        "voice": voice,
-        "_metadata": meta(state, candidate, 0),
-    }
+    issued = await voice.issue_token(request, state.caller, state.request_id, body, kind, default_ttl)  # type: ignore[arg-type]
+    return {**issued.answer(files.base_url_of(request)), "_metadata": meta(state, issued.candidate, 0)}
 
 
 @api_view_async(["POST"])

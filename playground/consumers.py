@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -10,6 +12,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from console.models import Account
 from jobs.live import account_group
 from playground.sessions import PlaygroundSession, base_url_for_scope, caller_for_scope
+from playground.voice import VoiceSession
 
 
 @database_sync_to_async
@@ -64,6 +67,51 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.session is not None:
             await self.session.close()
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        try:
+            return await super().decode_json(text_data)
+        except ValueError:
+            return None  # answered as "Send a JSON object."
+
+
+class VoiceConsumer(AsyncJsonWebsocketConsumer):
+    """A realtime voice session opened by a session token (no console sign-in needed): JSON
+    control messages, binary 16 kHz PCM16 audio in, binary WAV replies out."""
+
+    session: VoiceSession | None = None
+    start_timer: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        # Accepted first, so that a refused token is answered with an error before the close.
+        await self.accept()
+        self.session = VoiceSession(base_url_for_scope(self.scope), self.send_json, self._send_bytes, self._close)
+        token = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("token", [None])[0]
+        if token:
+            await self.session.start(token)
+        else:
+            self.start_timer = asyncio.create_task(self.session.wait_for_start())
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        if self.session is None:
+            return
+        if bytes_data is not None:
+            await self.session.audio(bytes_data)
+        else:
+            await self.session.handle(await self.decode_json(text_data or ""))
+
+    async def disconnect(self, code: int) -> None:
+        if self.start_timer is not None:
+            self.start_timer.cancel()
+        if self.session is not None:
+            await self.session.disconnected()
+
+    async def _send_bytes(self, data: bytes) -> None:
+        await self.send(bytes_data=data)
+
+    async def _close(self, code: int) -> None:
+        await self.close(code=code)
 
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:

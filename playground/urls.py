@@ -20,6 +20,7 @@ urlpatterns = [
     path("video/jobs/<str:job_id>/", views_video.video_job, name="playground_video_job"),
     path("video/jobs/<str:job_id>/cancel/", views_video.video_cancel, name="playground_video_cancel"),
     path("voice/", views_voice.voice_page, name="playground_voice"),
+    path("voice/token/", views_voice.voice_token, name="playground_voice_token"),
     path("cost/", views.cost_page, name="playground_cost"),
     path("cost/compare/", views.cost_compare, name="playground_cost_compare"),
 ]
