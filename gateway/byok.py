@@ -39,6 +39,8 @@ from gateway.models_byok import BYOKCredential
 from gateway.vendors import VENDORS, get_vendor
 from gateway.vendors.base import Credential, Vendor, VendorError, error_for_status
 from gateway.vendors.openai_compatible import OpenAICompatible
+from infrai.lib.redact import REDACTED as REDACTED  # tests and callers name it byok.REDACTED
+from infrai.lib.redact import redact_secret
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,6 @@ MAX_ERROR_LENGTH = 500
 MIN_LENGTH_TO_SHOW_CHARS = 20
 PROBE_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 MAX_PROBE_BODY = 1 << 20  # a model list is tens of kB; refuse to buffer an endless answer
-REDACTED = "[redacted]"
 
 _ENCRYPTION_INFO = b"infrai-byok-dev-encryption-v1"
 _FINGERPRINT_INFO = b"infrai-byok-fingerprint-v1"
@@ -186,9 +187,9 @@ def fingerprint(api_key: str) -> str:
 
 
 def scrub(text: str, secret: Secret | None) -> str:
-    """Remove the secret from a message that may echo it (an upstream error body, an exception)."""
+    """Remove the secret from a message that may echo it, whole or in part (an upstream error body, an exception)."""
     if secret is not None and secret.api_key:
-        text = text.replace(secret.api_key, REDACTED)
+        text = redact_secret(text, secret.api_key)
     return text[:MAX_ERROR_LENGTH]
 
 
