@@ -151,13 +151,14 @@ def time_steps(key: str, calls: int) -> dict[str, dict[str, float]]:
     from django.db import connection
     from django.test import RequestFactory
     from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
 
-    from bench.ledger import RESERVE_SQL, SETTLE_SQL
     from billing import ledger
+    from billing.models import HoldState
     from console import keys
     from gateway import api, byok, chat, metering, routing
     from gateway.vendors.base import Usage
-    from infrai.lib.ids import public_id, uuid7
+    from infrai.lib.ids import uuid7
 
     factory = RequestFactory()
     request = factory.post(
@@ -202,33 +203,26 @@ def time_steps(key: str, calls: int) -> dict[str, dict[str, float]]:
             metering.UsageFacts("chat", "deepseek-chat", "openai_compatible", 12, 200),
         )  # noqa: SLF001
 
-    prototype_holds: list[int] = []
+    step_holds: list[Any] = []
 
-    def reserve_one_statement() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                RESERVE_SQL,
-                {
-                    "amount": the_plan.hold_nano,
-                    "account": caller.account.pk,
-                    "ref": str(uuid7()),
-                    "memo": "chat",
-                    "public_id": public_id("hold"),
-                },
+    def reserve_in_steps() -> None:
+        step_holds.append(
+            ledger._reserve_in_steps(  # noqa: SLF001
+                caller.account.pk,
+                the_plan.hold_nano,
+                str(uuid7()),
+                timezone.now(),
+                timedelta(seconds=settings.HOLD_TTL_SECONDS),
+                "chat",
             )
-            prototype_holds.append(cursor.fetchone()[0])
+        )
 
-    def settle_one_statement() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                SETTLE_SQL,
-                {
-                    "hold": prototype_holds.pop(),
-                    "cost": chat.actual_cost_nano(candidate, usage, params),
-                    "project": caller.project.pk,
-                },
-            )
-            cursor.fetchone()
+    def settle_in_steps() -> None:
+        hold = step_holds.pop()
+        cost = chat.actual_cost_nano(candidate, usage, params)
+        facts = metering.UsageFacts("chat", "deepseek-chat", "openai_compatible", 12, 200)
+        record = metering.usage_record(caller, hold.reference, cost, facts)
+        ledger._close_hold_in_steps(hold, HoldState.SETTLED, cost, None, record)  # noqa: SLF001
 
     steps = {
         "authenticate (key lookup; last_used touched once a minute)": timed(lambda: api.authenticate(request)),
@@ -242,10 +236,10 @@ def time_steps(key: str, calls: int) -> dict[str, dict[str, float]]:
             lambda: byok.credential_for(caller.account, "openai_compatible")
         ),
         "↳ prompt_tokens_of (tiktoken)": timed(lambda: chat.prompt_tokens_of(params)),
-        "reserve (hold)": timed(reserve),
-        "settle (charge + release + usage record)": timed(settle),
-        "prototype: reserve as one statement (bench/ledger.py RESERVE_SQL)": timed(reserve_one_statement),
-        "prototype: settle as one statement (bench/ledger.py SETTLE_SQL)": timed(settle_one_statement),
+        "reserve (hold; one statement on PostgreSQL)": timed(reserve),
+        "settle (charge + release + usage record; one statement on PostgreSQL)": timed(settle),
+        "reserve in steps (the ledger's portable path; shipped on PostgreSQL before)": timed(reserve_in_steps),
+        "settle in steps (the ledger's portable path; shipped on PostgreSQL before)": timed(settle_in_steps),
     }
     try:
         from infrai import ratelimit

@@ -4,20 +4,29 @@ Each posting is one transaction that (1) moves the account's balance row with a 
 UPDATE ... RETURNING and (2) appends its entries, whose `reference` is unique in the database.
 A repeated reference (a retried webhook, a replayed request) fails the insert, rolls the whole
 transaction back and is reported as a duplicate, so nothing is ever counted twice.
+
+The hot path (`reserve`, `settle`, `release`) is one statement per step on PostgreSQL: a
+data-modifying CTE that moves the balance (or closes the hold) and inserts the entries, the hold
+row and the usage record. In autocommit it is its own transaction, so the balance row stays
+locked only for that statement and its commit. Other databases (SQLite) take the same steps as
+separate statements in one transaction, with the same rows and the same guards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
-from billing.models import CreditBalance, EntryKind, Hold, HoldState, LedgerEntry
+from billing.models import CreditBalance, EntryKind, Hold, HoldState, LedgerEntry, UsageRecord
 from console.models import Account
+from infrai.lib.ids import public_id
 
 DEFAULT_HOLD_TTL = timedelta(minutes=15)
 
@@ -49,6 +58,9 @@ class Line:
 
 @dataclass
 class Posting:
+    """The balance after a posting; `entries` is filled by `post` only (the one-statement hot path
+    does not build entry objects it would not use)."""
+
     balance_nano: int
     held_nano: int
     entries: list[LedgerEntry] = field(default_factory=list)
@@ -126,10 +138,42 @@ def post(
                 also(posting)
             return posting
     except IntegrityError as exc:
-        references = [line.reference for line in lines]
-        if LedgerEntry.objects.filter(reference__in=references).exists():
-            raise DuplicateReference(", ".join(references)) from exc
+        _raise_if_duplicate(exc, [line.reference for line in lines])
         raise
+
+
+def _raise_if_duplicate(exc: IntegrityError, references: list[str]) -> None:
+    if LedgerEntry.objects.filter(reference__in=references).exists():
+        raise DuplicateReference(", ".join(references)) from exc
+
+
+def _one_statement_path() -> bool:
+    return connection.vendor == "postgresql"
+
+
+@contextmanager
+def _statement_scope() -> Iterator[None]:
+    """In autocommit a single statement is its own transaction (no BEGIN/COMMIT round trips);
+    inside a caller's transaction it gets a savepoint, so a failure (a duplicate reference)
+    leaves that transaction usable."""
+    if connection.in_atomic_block:
+        with transaction.atomic():
+            yield
+    else:
+        yield
+
+
+def _insert_select(instance: models.Model, source: str) -> tuple[str, list[Any]]:
+    """`INSERT INTO <table> (...) SELECT <values> FROM <source>` for an unsaved model instance,
+    its values converted as the ORM would save them (JSON, datetimes)."""
+    meta = instance._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    values = [f.get_db_prep_save(f.pre_save(instance, add=True), connection) for f in fields]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    # Table and column names come from the model; every value is a parameter.
+    sql = f"INSERT INTO {meta.db_table} ({columns}) SELECT {placeholders} FROM {source}"  # noqa: S608
+    return sql, values
 
 
 def credit(account: Account | int, amount_nano: int, kind: str, reference: str, memo: str = "") -> bool:
@@ -169,6 +213,24 @@ def grant_signup_credit(account: Account, provider: str, uid: str) -> bool:
 # --- Holds ------------------------------------------------------------------------------------
 
 
+RESERVE_SQL = """
+WITH moved AS (
+    UPDATE billing_creditbalance SET held_nano = held_nano + %s, updated_at = %s
+     WHERE account_id = %s AND balance_nano - held_nano >= %s
+ RETURNING balance_nano, held_nano
+), entry AS (
+    INSERT INTO billing_ledgerentry
+           (account_id, kind, amount_nano, held_delta_nano, balance_after_nano, reference, memo, created_at)
+    SELECT %s, %s, 0, %s, balance_nano, %s, %s, %s FROM moved
+), hold AS (
+    INSERT INTO billing_hold (public_id, account_id, reference, amount_nano, state, memo, created_at, expires_at)
+    SELECT %s, %s, %s, %s, %s, %s, %s, %s FROM moved
+ RETURNING id
+)
+SELECT hold.id FROM hold
+"""
+
+
 def reserve(
     account: Account | int, amount_nano: int, reference: str, ttl: timedelta = DEFAULT_HOLD_TTL, memo: str = ""
 ) -> Hold:
@@ -177,6 +239,43 @@ def reserve(
         raise ValueError("a hold cannot be negative")
     account_id = account if isinstance(account, int) else account.pk
     now = timezone.now()
+    if not _one_statement_path():
+        return _reserve_in_steps(account_id, amount_nano, reference, now, ttl, memo)
+    hold = Hold(
+        public_id=public_id("hold"),
+        account_id=account_id,
+        reference=reference,
+        amount_nano=amount_nano,
+        state=HoldState.OPEN,
+        memo=memo,
+        created_at=now,
+        expires_at=now + ttl,
+    )
+    entry_reference = f"hold:{reference}"
+    params = [
+        *(amount_nano, now, account_id, amount_nano),
+        *(account_id, EntryKind.HOLD.value, amount_nano, entry_reference, memo, now),
+        *(hold.public_id, account_id, reference, amount_nano, HoldState.OPEN.value, memo, now, hold.expires_at),
+    ]
+    try:
+        with _statement_scope(), connection.cursor() as cursor:
+            cursor.execute(RESERVE_SQL, params)
+            row = cursor.fetchone()
+    except IntegrityError as exc:
+        _raise_if_duplicate(exc, [entry_reference])
+        raise
+    if row is None:
+        current = CreditBalance.objects.filter(account_id=account_id).first()
+        if current is None:
+            raise CreditBalance.DoesNotExist(f"account {account_id} has no balance row")
+        raise InsufficientCredit(current.balance_nano, current.held_nano, amount_nano)
+    hold.pk = int(row[0])
+    hold._state.adding = False
+    hold._state.db = connection.alias
+    return hold
+
+
+def _reserve_in_steps(account_id: int, amount_nano: int, reference: str, now: Any, ttl: timedelta, memo: str) -> Hold:
     holder: list[Hold] = []
 
     def create_hold(_: Posting) -> None:
@@ -241,8 +340,83 @@ def reserve_many(
     return created
 
 
-def _close_hold(hold: Hold, state: str, charged_nano: int, also: Callable[[Posting], None] | None) -> bool:
-    """Move an open hold to `state` exactly once, releasing it and charging `charged_nano`."""
+CLOSE_HOLD_SQL = """
+WITH closed AS (
+    UPDATE billing_hold SET state = %s, charged_nano = %s, closed_at = %s
+     WHERE id = %s AND state = 'open'
+ RETURNING account_id, amount_nano, reference, memo
+), moved AS (
+    UPDATE billing_creditbalance b
+       SET balance_nano = b.balance_nano - %s, held_nano = b.held_nano - c.amount_nano, updated_at = %s
+      FROM closed c
+     WHERE b.account_id = c.account_id
+ RETURNING b.balance_nano, b.held_nano
+), entries AS (
+    INSERT INTO billing_ledgerentry
+           (account_id, kind, amount_nano, held_delta_nano, balance_after_nano, reference, memo, created_at)
+    SELECT c.account_id, %s, 0, -c.amount_nano, m.balance_nano, 'release:' || c.reference, '', %s
+      FROM closed c, moved m
+    UNION ALL
+    SELECT c.account_id, %s, -%s::bigint, 0, m.balance_nano, 'usage:' || c.reference, c.memo, %s
+      FROM closed c, moved m WHERE %s::bigint > 0
+){usage}
+SELECT m.balance_nano, m.held_nano FROM moved m
+"""
+
+
+def _close_hold(
+    hold: Hold,
+    state: str,
+    charged_nano: int,
+    also: Callable[[Posting], None] | None,
+    usage: UsageRecord | None = None,
+) -> bool:
+    """Move an open hold to `state` exactly once, releasing it and charging `charged_nano`;
+    `usage` (an unsaved record) is written with it, `also` runs in the same transaction."""
+    if not _one_statement_path():
+        return _close_hold_in_steps(hold, state, charged_nano, also, usage)
+    now = timezone.now()
+    params: list[Any] = [
+        *(state, charged_nano, now, hold.pk),
+        *(charged_nano, now),
+        *(EntryKind.RELEASE.value, now, EntryKind.USAGE.value, charged_nano, now, charged_nano),
+    ]
+    usage_sql = ""
+    if usage is not None:
+        insert, values = _insert_select(usage, "moved")
+        usage_sql = f", usage AS (\n    {insert}\n)"
+        params += values
+    try:
+        with transaction.atomic() if also is not None else _statement_scope():
+            with connection.cursor() as cursor:
+                cursor.execute(CLOSE_HOLD_SQL.format(usage=usage_sql), params)
+                row = cursor.fetchone()
+            if row is None:
+                return False
+            if also is not None:
+                also(Posting(balance_nano=int(row[0]), held_nano=int(row[1])))
+    except IntegrityError as exc:
+        _raise_if_duplicate(exc, [f"release:{hold.reference}", f"usage:{hold.reference}"])
+        raise
+    hold.state = state
+    hold.charged_nano = charged_nano
+    hold.closed_at = now
+    return True
+
+
+def _close_hold_in_steps(
+    hold: Hold,
+    state: str,
+    charged_nano: int,
+    also: Callable[[Posting], None] | None,
+    usage: UsageRecord | None,
+) -> bool:
+    def write_rest(posting: Posting) -> None:
+        if usage is not None:
+            usage.save(force_insert=True)
+        if also is not None:
+            also(posting)
+
     with transaction.atomic():
         claimed = Hold.objects.filter(pk=hold.pk, state=HoldState.OPEN).update(
             state=state, charged_nano=charged_nano, closed_at=timezone.now()
@@ -256,17 +430,26 @@ def _close_hold(hold: Hold, state: str, charged_nano: int, also: Callable[[Posti
                     kind=EntryKind.USAGE, reference=f"usage:{hold.reference}", amount_nano=-charged_nano, memo=hold.memo
                 )
             )
-        post(hold.account_id, lines, also=also)
+        post(hold.account_id, lines, also=write_rest)
     hold.state = state
     hold.charged_nano = charged_nano
     return True
 
 
-def settle(hold: Hold, charged_nano: int, also: Callable[[Posting], None] | None = None) -> bool:
-    """Charge the actual cost and release the hold; False if it was closed already."""
+def settle(
+    hold: Hold,
+    charged_nano: int,
+    also: Callable[[Posting], None] | None = None,
+    *,
+    usage: UsageRecord | None = None,
+) -> bool:
+    """Charge the actual cost and release the hold; False if it was closed already.
+
+    `usage`: the call's unsaved UsageRecord, written with the settlement (on PostgreSQL in the
+    same statement). `also`: other work that must commit or fail with it."""
     if charged_nano < 0:
         raise ValueError("a charge cannot be negative")
-    return _close_hold(hold, HoldState.SETTLED, charged_nano, also)
+    return _close_hold(hold, HoldState.SETTLED, charged_nano, also, usage)
 
 
 def release(hold: Hold) -> bool:

@@ -73,27 +73,29 @@ async def hold_or_402(origin: Origin, caller: Caller, request_id: str, amount_na
         raise insufficient_credit_error(origin, refused) from refused
 
 
-def _settle(hold: Hold, caller: Caller, request_id: str, cost_nano: int, facts: UsageFacts) -> None:
-    def write_usage(_: ledger.Posting) -> None:
-        UsageRecord.objects.create(
-            request_id=request_id,
-            account_id=caller.account.pk,
-            project_id=caller.project.pk,
-            key_id=caller.key.pk if caller.key else None,
-            capability=facts.capability,
-            model=facts.model,
-            vendor=facts.vendor,
-            input_tokens=facts.input_tokens,
-            output_tokens=facts.output_tokens,
-            units=facts.units or {},
-            cost_nano=cost_nano,
-            latency_ms=facts.latency_ms,
-            cache_hit=facts.cache_hit,
-            byok=facts.byok,
-            status=facts.status,
-        )
+def usage_record(caller: Caller, request_id: str, cost_nano: int, facts: UsageFacts) -> UsageRecord:
+    """The call's usage record, unsaved: the ledger writes it with the settlement."""
+    return UsageRecord(
+        request_id=request_id,
+        account_id=caller.account.pk,
+        project_id=caller.project.pk,
+        key_id=caller.key.pk if caller.key else None,
+        capability=facts.capability,
+        model=facts.model,
+        vendor=facts.vendor,
+        input_tokens=facts.input_tokens,
+        output_tokens=facts.output_tokens,
+        units=facts.units or {},
+        cost_nano=cost_nano,
+        latency_ms=facts.latency_ms,
+        cache_hit=facts.cache_hit,
+        byok=facts.byok,
+        status=facts.status,
+    )
 
-    ledger.settle(hold, cost_nano, also=write_usage)
+
+def _settle(hold: Hold, caller: Caller, request_id: str, cost_nano: int, facts: UsageFacts) -> None:
+    ledger.settle(hold, cost_nano, usage=usage_record(caller, request_id, cost_nano, facts))
 
 
 async def settle_call(hold: Hold, caller: Caller, request_id: str, cost_nano: int, facts: UsageFacts) -> None:

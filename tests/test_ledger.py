@@ -6,11 +6,13 @@ from datetime import timedelta
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from billing import ledger
-from billing.models import AppendOnlyError, CreditBalance, EntryKind, Hold, HoldState, LedgerEntry
+from billing.models import AppendOnlyError, CreditBalance, EntryKind, Hold, HoldState, LedgerEntry, UsageRecord
+from console.accounts import default_project
 from infrai.lib.money import format_usd, usd_to_nano
 from tests.factories import make_account
 
@@ -162,4 +164,111 @@ def test_many_holds_are_reserved_all_or_none():
     assert ledger.release(Hold.objects.get(reference="b1:1")) is True
     balance = ledger.get_balance(account)
     assert (balance.balance_nano, balance.held_nano) == (9 * USD, 0)
+    assert ledger.check_consistency() == []
+
+
+def _usage(account, request_id: str, cost_nano: int) -> UsageRecord:
+    return UsageRecord(
+        request_id=request_id,
+        account_id=account.pk,
+        project_id=default_project(account).pk,
+        capability="chat",
+        model="sandbox-chat",
+        vendor="sandbox",
+        input_tokens=12,
+        output_tokens=34,
+        units={"note": "exact"},
+        cost_nano=cost_nano,
+    )
+
+
+def test_a_settlement_writes_its_usage_record_once():
+    account = make_account(credit_nano=5 * USD)
+    hold = ledger.reserve(account, USD, "req-usage", memo="chat")
+    assert ledger.settle(hold, 1234, usage=_usage(account, "req-usage", 1234)) is True
+    assert ledger.settle(Hold.objects.get(pk=hold.pk), 1234, usage=_usage(account, "req-usage-2", 1234)) is False
+    record = UsageRecord.objects.get()
+    assert (record.request_id, record.cost_nano, record.units, record.output_tokens) == (
+        "req-usage",
+        1234,
+        {"note": "exact"},
+        34,
+    )
+    usage_entry = LedgerEntry.objects.get(reference="usage:req-usage")
+    assert (usage_entry.amount_nano, usage_entry.memo, usage_entry.balance_after_nano) == (
+        -1234,
+        "chat",
+        5 * USD - 1234,
+    )
+    assert Hold.objects.get(pk=hold.pk).state == HoldState.SETTLED
+    assert ledger.check_consistency() == []
+
+
+def test_a_refused_hold_writes_nothing():
+    account = make_account(credit_nano=USD)
+    with pytest.raises(ledger.InsufficientCredit):
+        ledger.reserve(account, USD + 1, "req-too-big")
+    assert not LedgerEntry.objects.filter(reference="hold:req-too-big").exists()
+    assert not Hold.objects.exists()
+    assert ledger.check_consistency() == []
+
+
+def test_a_duplicate_hold_inside_a_transaction_leaves_that_transaction_usable():
+    account = make_account(credit_nano=5 * USD)
+    with transaction.atomic():
+        ledger.reserve(account, USD, "req-in-tx")
+        with pytest.raises(ledger.DuplicateReference):
+            ledger.reserve(account, USD, "req-in-tx")
+        ledger.reserve(account, USD, "req-in-tx-2")
+    assert ledger.get_balance(account).held_nano == 2 * USD
+    assert ledger.check_consistency() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hold_raced_by_settle_and_release_closes_once():
+    account = make_account(credit_nano=10 * USD)
+    holds = [ledger.reserve(account.pk, USD, f"race-{n}") for n in range(10)]
+    results: dict[str, list[bool]] = {"settle": [], "release": []}
+    barrier = threading.Barrier(2)
+
+    def close(kind: str) -> None:
+        barrier.wait()
+        try:
+            for hold in holds:
+                fresh = Hold.objects.get(pk=hold.pk)
+                if kind == "settle":
+                    results[kind].append(
+                        ledger.settle(fresh, USD // 2, usage=_usage(account, f"u-{hold.pk}", USD // 2))
+                    )
+                else:
+                    results[kind].append(ledger.release(fresh))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=close, args=(kind,)) for kind in ("settle", "release")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for n in range(10):
+        assert results["settle"][n] != results["release"][n], "exactly one of settle and release closes each hold"
+    settled = results["settle"].count(True)
+    balance = ledger.get_balance(account)
+    assert (balance.balance_nano, balance.held_nano) == (10 * USD - settled * (USD // 2), 0)
+    assert UsageRecord.objects.count() == settled
+    assert ledger.check_consistency() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_reserve_and_settle_are_one_statement_each(on_postgres):
+    account = make_account(credit_nano=5 * USD)
+    with CaptureQueriesContext(connection) as reserving:
+        hold = ledger.reserve(account.pk, USD, "req-one")
+    usage = _usage(account, "req-one", 100)
+    with CaptureQueriesContext(connection) as settling:
+        ledger.settle(hold, 100, usage=usage)
+    assert len(reserving.captured_queries) == 1, reserving.captured_queries
+    assert len(settling.captured_queries) == 1, settling.captured_queries
+    assert UsageRecord.objects.get().cost_nano == 100
+    assert ledger.get_balance(account).balance_nano == 5 * USD - 100
     assert ledger.check_consistency() == []
