@@ -227,7 +227,16 @@ class LiveServer:
             if with_worker:
                 with (workdir / "worker.log").open("wb") as log:
                     worker = subprocess.Popen(
-                        [sys.executable, "manage.py", "db_worker", "--interval", "0.2", "--worker-id", f"browser-{label}"],
+                        [
+                            sys.executable,
+                            "manage.py",
+                            "db_worker",
+                            "--no-reload",
+                            "--interval",
+                            "0.2",
+                            "--worker-id",
+                            f"browser-{label}",
+                        ],
                         cwd=REPO,
                         env=env,
                         stdout=log,
