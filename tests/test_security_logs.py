@@ -27,6 +27,8 @@ from console import keys
 from gateway.models_byok import BYOKCredential
 from tests.factories import bearer, make_account, make_key, signed_in_client
 from tests.fakes.loopback import JsonHandler, serving
+from videos import video
+from videos.models import VideoJob
 
 pytestmark = pytest.mark.django_db
 USD = 10**9
@@ -258,6 +260,35 @@ def test_a_chat_call_through_byok_never_answers_or_logs_the_key_its_upstream_ech
         chat = _api(api, "POST", "/v1/ai/chat", project_secret, {"model": "gpt-4o-mini", "messages": "hi"})
     assert chat.status_code == 502 and "Incorrect API key provided" in chat.json()["error"]["message"]
     assert_absent(api_key, len("sk-test-"), logs=captured_logs.text(), answers=responses.text())
+
+
+@pytest.mark.parametrize("echo", ["full", "truncated"])
+def test_a_video_job_never_stores_or_answers_the_platform_key_its_upstream_echoes(
+    echo, settings, tmp_path, captured_logs, responses
+):
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    settings.VIDEO_POLL_SECONDS = 0.01
+    settings.VIDEO_RETRY_BASE_SECONDS = 0
+    settings.OPENAI_API_KEY = f"sk-platform-{secrets.token_urlsafe(30)}"
+    account = make_account(credit_nano=USD)
+    project_secret = make_key(account)
+    api = Client()
+    with serving(_echoing_upstream(echo), "/v1") as url:
+        settings.OPENAI_BASE_URL = url
+        created = _api(api, "POST", "/v1/video/generate", project_secret, {"prompt": "a kite", "model": "sora-2"})
+        assert created.status_code == 202, created.content
+        job_id = created.json()["job_id"]
+        assert video.run_job(job_id) == "failed"
+    shown = _api(api, "GET", f"/v1/video/get/{job_id}", project_secret).json()
+    assert shown["state"] == "failed" and "Incorrect API key provided" in json.dumps(shown)
+    stored = " ".join(VideoJob.objects.values_list("error", flat=True))
+    assert_absent(
+        settings.OPENAI_API_KEY,
+        len("sk-platform-"),
+        logs=captured_logs.text(),
+        answers=responses.text(),
+        stored_errors=stored,
+    )
 
 
 # --- Stripe webhook -----------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from gateway.models import CatalogModel
 from gateway.vendors import get_vendor
 from gateway.vendors.base import Credential, VendorError
 from infrai.lib.money import format_usd
+from infrai.lib.redact import redact_secret
 from jobs import live
 from videos import conf
 from videos.models import UNFINISHED, VideoJob, VideoState
@@ -660,6 +661,7 @@ def run_job(job_id: str) -> str:
         return "not queued"
     started = time.monotonic()
     vendor = get_video_vendor(job.vendor)
+    credential: Credential | None = None
     try:
         credential = credential_for(job.account, vendor) if vendor else None
         if vendor is None or credential is None:
@@ -670,6 +672,7 @@ def run_job(job_id: str) -> str:
     except JobStopped:
         return "stopped"
     except VendorError as exc:
+        exc.message = redact_secret(exc.message, credential.api_key if credential else "")  # upstreams may echo it
         return _vendor_failed(job, token, exc)
     except ApiError as exc:  # no credential (any more), or the reference image could not be fetched or read
         fail(job, exc.code, exc.message, token)
