@@ -7,6 +7,7 @@ swaps only 2xx, and browsers log every 4xx as a console error."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -126,6 +127,7 @@ def batch_detail(request: HttpRequest, batch_id: str) -> HttpResponse:
         "row": tables.batch_row(batch, has_export=bool(exports)),
         "active": batch.state in ACTIVE_BATCH_STATES,
         "remaining": batch.total_count - batch.finished_count,
+        "metadata_json": json.dumps(batch.metadata, ensure_ascii=False, indent=1) if batch.metadata else "",
         "results": results,
         "items": items,
         "exports": exports,

@@ -91,10 +91,18 @@ def test_the_jobs_page_lists_batches_and_videos_newest_first(alice):
     assert page.status_code == 200
     assert rows(page) == [video_id, batch_id]
     text = html(page)
-    assert "0 of 2 done" in text and "nightly" in text and "a red kite" in text
+    assert "0 of 2 done" in text and "run: nightly" in text and "a red kite" in text
     assert f'href="/jobs/batch/{batch_id}/"' in text and f'href="/jobs/video/{video_id}/"' in text
     assert "Refreshing every 5 s" in text  # the in-memory layer: the worker cannot reach the socket
     assert '<meta http-equiv="refresh"' in text  # without JavaScript the page reloads while jobs run
+    assert "{\n &quot;run&quot;: &quot;nightly&quot;\n}" in html(console.get(f"/jobs/batch/{batch_id}/"))
+
+
+def test_the_page_goes_live_only_when_worker_events_can_reach_its_socket(alice, settings):
+    console = alice[2]
+    assert 'data-cross-process="false"' in html(console.get("/jobs/"))
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer"}}
+    assert 'data-cross-process="true"' in html(console.get("/jobs/"))
 
 
 def test_a_finished_batch_shows_its_counts_progress_and_what_it_cost(alice):
@@ -206,6 +214,7 @@ def test_a_batch_page_shows_status_and_pages_its_results(alice):
     text = html(page)
     assert "23 in all: 23 completed, 0 failed, 0 cancelled" in text
     assert display_usd(batch.total_cost_nano) in text and "sandbox (simulated)" in text
+    assert "<dt>Metadata</dt>" not in text
     assert [entry["item"].index for entry in page.context["items"]] == list(range(20))
     assert "ranked document(s)" in text and "Items 1–20 of 23" in text
     second = console.get(f"/jobs/batch/{batch_id}/", {"page": "2"})
