@@ -88,8 +88,17 @@ def test_the_form_offers_what_the_usable_models_make(alice):
         assert choice in page
     assert 'value="4k"' not in page, "no usable model makes 4k"
     assert re.search(r'data-testid="estimate-cost">\$0\.04<', page), "4 s at $0.01 a second"
-    assert 'data-live-updates="off"' in page, "the in-memory layer cannot carry the worker's updates"
     assert "No videos yet" in page
+
+
+@pytest.mark.parametrize(
+    ("backend", "live"),
+    [("channels.layers.InMemoryChannelLayer", "off"), ("channels_redis.pubsub.RedisPubSubChannelLayer", "on")],
+)
+def test_the_page_listens_live_only_when_the_workers_updates_can_reach_it(alice, settings, backend, live):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": backend, "CONFIG": {}}}
+    page = text(signed_in_client(alice).get(PAGE))
+    assert f'data-live-updates="{live}"' in page
 
 
 @pytest.mark.parametrize(
