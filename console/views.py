@@ -7,6 +7,7 @@ from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from billing import ledger
@@ -149,7 +150,12 @@ def rename_project(request: HttpRequest, project_id: str) -> HttpResponse:
 def select_project(request: HttpRequest, project_id: str) -> HttpResponse:
     project = accounts.get_project(_account(request), project_id)
     request.session[PROJECT_SESSION_KEY] = project.public_id
-    return redirect(request.POST.get("next") or "console:dashboard")
+    target = request.POST.get("next", "")
+    if not target.startswith("/") or not url_has_allowed_host_and_scheme(
+        target, {request.get_host()}, request.is_secure()
+    ):
+        target = "console:dashboard"  # never off-site: a crafted `next` would make this an open redirect
+    return redirect(target)
 
 
 # --- Keys -------------------------------------------------------------------------------------

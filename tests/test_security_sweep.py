@@ -460,3 +460,19 @@ def test_a_console_post_without_the_csrf_token_is_a_403_that_changes_nothing(wor
     response = client.post(url, body)
     assert response.status_code == 403, f"POST {url} without a CSRF token answered {response.status_code}"
     assert all_rows() == before
+
+
+# --- Redirects ----------------------------------------------------------------------------------
+
+OFF_SITE = ["https://evil.example/phish", "//evil.example/phish", "/\\evil.example/phish"]
+
+
+@pytest.mark.parametrize("route", CONSOLE_ROUTES, ids=str)
+def test_no_console_route_redirects_off_site_where_a_parameter_says(world, route):
+    url = _console_url(route, _console_values(world))
+    alice = signed_in_client(world.alice)
+    for target in OFF_SITE:
+        params = {"next": target, "return_to": target, "return_path": target}
+        for response in (alice.get(url, params), alice.post(url, {**FORM_BODY, **params})):
+            location = response.get("Location", "")
+            assert "evil.example" not in location, f"{url} redirected to {location}"
