@@ -5,9 +5,10 @@ videos/video.py."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from itertools import islice
 from typing import Any
 
 from django.db.models import Q, QuerySet
@@ -261,25 +262,31 @@ def _page_number(raw: str | None, num_pages: int) -> int:
 
 def job_page(account: Account, filters: Filters, page: str | None = None) -> JobPage:
     """One page of the merged table. Both lists are ordered by creation, so the first
-    `page x PAGE_SIZE` of each suffice to know the page's rows."""
+    `page x PAGE_SIZE` keys of each decide the page's rows; only those rows are then loaded."""
     batches = batches_for(account, filters) if filters.kind in ("", "batch") else Batch.objects.none()
     videos = videos_for(account, filters) if filters.kind in ("", "video") else VideoJob.objects.none()
     count = batches.count() + videos.count()
     num_pages = max(1, -(-count // PAGE_SIZE))
     number = _page_number(page, num_pages)
     reach = number * PAGE_SIZE
-    merged: Iterable[tuple[datetime, str, Any]] = heapq.merge(
-        ((b.created_at, b.public_id, b) for b in batches[:reach]),
-        ((v.created_at, v.public_id, v) for v in videos[:reach]),
+    merged = heapq.merge(
+        ((created, "batch", pk) for created, pk in batches.values_list("created_at", "pk")[:reach]),
+        ((created, "video", pk) for created, pk in videos.values_list("created_at", "pk")[:reach]),
         key=lambda entry: entry[0],
         reverse=True,
     )
-    chosen = list(merged)[reach - PAGE_SIZE : reach]
-    batch_ids = [obj.pk for _, _, obj in chosen if isinstance(obj, Batch)]
+    chosen = list(islice(merged, reach - PAGE_SIZE, reach))
+    batch_pks = [pk for _, kind, pk in chosen if kind == "batch"]
+    video_pks = [pk for _, kind, pk in chosen if kind == "video"]
+    loaded_batches = Batch.objects.in_bulk(batch_pks) if batch_pks else {}
+    loaded_videos = VideoJob.objects.in_bulk(video_pks) if video_pks else {}
     exported = set(
-        BatchExport.objects.filter(batch_id__in=batch_ids, conversation_id="").values_list("batch_id", flat=True)
+        BatchExport.objects.filter(batch_id__in=batch_pks, conversation_id="").values_list("batch_id", flat=True)
     )
-    rows = [batch_row(obj, obj.pk in exported) if isinstance(obj, Batch) else video_row(obj) for _, _, obj in chosen]
+    rows = [
+        batch_row(loaded_batches[pk], pk in exported) if kind == "batch" else video_row(loaded_videos[pk])
+        for _, kind, pk in chosen
+    ]
     return JobPage(rows=rows, number=number, num_pages=num_pages, count=count)
 
 
