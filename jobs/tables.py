@@ -5,7 +5,7 @@ videos/video.py."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from itertools import islice
@@ -41,18 +41,19 @@ BAD_STATES = {BatchState.FAILED, VideoState.FAILED}
 class Filters:
     kind: str = ""
     state: str = ""
+    project: str = ""
     q: str = ""
     since: date | None = None
     until: date | None = None
 
     @property
     def active(self) -> bool:
-        return any((self.kind, self.state, self.q, self.since, self.until))
+        return any((self.kind, self.state, self.project, self.q, self.since, self.until))
 
 
-def parse_filters(params: Mapping[str, str]) -> tuple[Filters, dict[str, str]]:
+def parse_filters(params: Mapping[str, str], project_ids: Collection[str] = ()) -> tuple[Filters, dict[str, str]]:
     """The filters of a query string, and a message per field that did not parse (that field is
-    then ignored, the others still apply)."""
+    then ignored, the others still apply). `project_ids`: the caller's projects."""
     errors: dict[str, str] = {}
     kind = params.get("kind", "").strip()
     if kind and kind not in KINDS:
@@ -62,6 +63,10 @@ def parse_filters(params: Mapping[str, str]) -> tuple[Filters, dict[str, str]]:
     if state and state not in STATES:
         errors["state"] = f"state must be one of {', '.join(STATES)}."
         state = ""
+    project = params.get("project", "").strip()
+    if project and project not in project_ids:
+        errors["project"] = "project must be one of your projects."
+        project = ""
     q = params.get("q", "").strip()
     if len(q) > MAX_SEARCH:
         errors["q"] = f"Search text may be at most {MAX_SEARCH} characters."
@@ -78,7 +83,7 @@ def parse_filters(params: Mapping[str, str]) -> tuple[Filters, dict[str, str]]:
     if since and until and since > until and "until" not in errors:
         errors["until"] = "until must be on or after since."
         until = None
-    return Filters(kind=kind, state=state, q=q, since=since, until=until), errors
+    return Filters(kind=kind, state=state, project=project, q=q, since=since, until=until), errors
 
 
 def _day_start(day: date) -> datetime:
@@ -98,6 +103,8 @@ def batches_for(account: Account, filters: Filters) -> QuerySet[Batch]:
     batches = Batch.objects.filter(account=account).filter(_created_range(filters))
     if filters.state:
         batches = batches.filter(state__in=STATES[filters.state][1])
+    if filters.project:
+        batches = batches.filter(project__public_id=filters.project)
     if filters.q:
         batches = batches.filter(Q(public_id__icontains=filters.q) | Q(metadata__icontains=filters.q))
     return batches.order_by("-created_at", "-id")
@@ -107,6 +114,8 @@ def videos_for(account: Account, filters: Filters) -> QuerySet[VideoJob]:
     jobs = VideoJob.objects.filter(account=account, deleted_at__isnull=True).filter(_created_range(filters))
     if filters.state:
         jobs = jobs.filter(state__in=STATES[filters.state][2])
+    if filters.project:
+        jobs = jobs.filter(project__public_id=filters.project)
     if filters.q:
         jobs = jobs.filter(
             Q(public_id__icontains=filters.q) | Q(prompt__icontains=filters.q) | Q(model__icontains=filters.q)

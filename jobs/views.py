@@ -81,8 +81,10 @@ def _page(request: HttpRequest, full: str, partial: str, context: dict[str, Any]
 @login_required
 @require_GET
 def job_list(request: HttpRequest) -> HttpResponse:
-    filters, errors = tables.parse_filters(request.GET)
-    page = tables.job_page(_account(request), filters, request.GET.get("page"))
+    account = _account(request)
+    projects = list(account.projects.order_by("name").values_list("public_id", "name"))
+    filters, errors = tables.parse_filters(request.GET, {public_id for public_id, _ in projects})
+    page = tables.job_page(account, filters, request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     context = {
@@ -90,6 +92,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
         "errors": errors,
         "page": page,
         "query": query.urlencode(),
+        "projects": projects,
         "states": [(name, label) for name, (label, _, _) in tables.STATES.items()],
         "here": request.get_full_path(),
     }

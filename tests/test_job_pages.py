@@ -16,6 +16,7 @@ from batches.models import Batch, BatchExport
 from batches.tasks import run_batch
 from billing import ledger
 from billing.models import Hold, HoldState
+from console import accounts, keys
 from infrai.lib.money import display_usd
 from tests.factories import bearer, make_account, make_key, signed_in_client
 from videos import video
@@ -147,6 +148,18 @@ def test_filters_by_kind_state_text_and_created_range_in_the_query_string(alice)
     both = console.get("/jobs/", {"kind": "batch", "state": "active"})
     assert rows(both) == [waiting]
     assert 'value="batch" selected' in html(both) and 'value="active" selected' in html(both)
+
+
+def test_filters_by_project_and_refuses_someone_elses(alice, mallory):
+    account, secret, console = alice
+    default_batch = submit_batch(secret, [RERANK])
+    other = accounts.create_project(account, "Research")
+    research_batch = submit_batch(keys.create_key(other, label="r").secret, [RERANK])
+    page = console.get("/jobs/", {"project": other.public_id})
+    assert rows(page) == [research_batch] and ">Research</option>" in html(page)
+    assert rows(console.get("/jobs/", {"project": accounts.default_project(account).public_id})) == [default_batch]
+    foreign = console.get("/jobs/", {"project": accounts.default_project(mallory[0]).public_id})
+    assert foreign.status_code == 400 and 'data-field="project"' in html(foreign)
 
 
 @pytest.mark.parametrize(
