@@ -29,7 +29,7 @@ def _code(request: HttpRequest, job: VideoJob) -> dict[str, str]:
 
 def _estimate(caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
     try:
-        return video_tab.estimate(caller.account, {**body, "prompt": video_tab.ESTIMATE_PROMPT})
+        return video_tab.estimate(caller.account, body)
     except ApiError as exc:
         return {"error": runs.error_payload(exc, "video")}
 

@@ -300,3 +300,25 @@ def test_view_code_makes_the_same_request_against_the_users_base_url():
     compile(code["python"], "snippet.py", "exec")
     assert 'fetch("https://console.example/v1/video/generate"' in code["javascript"]
     assert "video/status/" in code["javascript"]
+
+
+def test_a_rendering_job_can_be_cancelled_from_its_row_and_the_worker_keeps_nothing(alice):
+    client = signed_in_client(alice)
+    job = created_job(submit(client))
+    assert video.claim(job.public_id, "worker-token") is not None
+    running = text(client.get(f"/playground/video/jobs/{job.public_id}/"))
+    assert 'data-testid="state">Rendering<' in running and "Cancel</button>" in running
+    row = text(client.post(f"/playground/video/jobs/{job.public_id}/cancel/", **HTMX))
+    assert 'data-testid="state">Cancelled<' in row and "Cancel</button>" not in row
+    assert Hold.objects.get(pk=job.hold_id).state == HoldState.RELEASED
+    assert not UsageRecord.objects.filter(request_id=job.request_id).exists()
+
+
+def test_without_javascript_the_page_reloads_itself_only_while_a_video_is_being_made(alice):
+    client = signed_in_client(alice)
+    refresh = '<noscript><meta http-equiv="refresh" content="5"></noscript>'
+    assert refresh not in text(client.get(PAGE))
+    job = created_job(submit(client))
+    assert refresh in text(client.get(PAGE))
+    video.run_job(job.public_id)
+    assert refresh not in text(client.get(PAGE))
