@@ -5,11 +5,12 @@ to `/v1/video/generate`'s body and a job to what a row shows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, QueryDict
+from django.http import HttpRequest
 
 from console.models import Account
 from gateway import idempotency
@@ -24,6 +25,8 @@ RECENT = 10
 MAX_POLLED = 50
 POLL_SECONDS = 2
 FORM_FIELDS = ("model", "aspect", "resolution", "duration_seconds")
+# Fields whose errors the form shows beside an input (vendor beside the model, aspect_ratio beside aspect).
+SHOWN_FIELDS = ("prompt", "model", "vendor", "aspect", "aspect_ratio", "resolution", "duration_seconds")
 # `/v1/video/generate` needs a prompt; the price does not depend on it.
 ESTIMATE_PROMPT = "estimate"
 STATE_TEXT = {
@@ -110,7 +113,7 @@ def _duration(raw: str) -> int | str | None:
     return int(raw) if raw.isdigit() else raw
 
 
-def body_of(data: QueryDict, *, with_prompt: bool = True) -> dict[str, Any]:
+def body_of(data: Mapping[str, Any], *, with_prompt: bool = True) -> dict[str, Any]:
     """The `/v1/video/generate` body the form stands for (empty choices are left to the server)."""
     body: dict[str, Any] = {"prompt": data.get("prompt", "") if with_prompt else ESTIMATE_PROMPT}
     for name in ("model", "aspect", "resolution"):

@@ -39,8 +39,9 @@ def _form_context(caller: Caller, form: dict[str, Any], error: dict[str, Any] | 
     return {
         "form": form,
         "error": error,
+        "shown_fields": video_tab.SHOWN_FIELDS,
         "idempotency_key": uuid.uuid4().hex,
-        "estimate": _estimate(caller, video_tab.body_of(form, with_prompt=False)),  # type: ignore[arg-type]
+        "estimate": _estimate(caller, video_tab.body_of(form, with_prompt=False)),
         **video_tab.form_choices(options),
     }
 

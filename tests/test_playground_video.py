@@ -322,3 +322,13 @@ def test_without_javascript_the_page_reloads_itself_only_while_a_video_is_being_
     assert refresh in text(client.get(PAGE))
     video.run_job(job.public_id)
     assert refresh not in text(client.get(PAGE))
+
+
+def test_a_reused_idempotency_key_with_another_prompt_is_explained_not_hidden(alice):
+    client = signed_in_client(alice)
+    created_job(submit(client, idempotency_key="sent-once"))
+    response = submit(client, prompt="something else entirely", idempotency_key="sent-once")
+    assert response.status_code == 422
+    page = text(response)
+    assert "different request body" in page and "<code>idempotency_key</code>" in page
+    assert VideoJob.objects.count() == 1
