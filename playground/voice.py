@@ -44,10 +44,10 @@ from django.core import signing
 from django.core.cache import cache
 
 from billing import ledger
-from billing.models import Hold
+from billing.models import Hold, UsageRecord
 from console.models import Account
 from gateway import capabilities, catalog, metering, operations
-from gateway.api import ApiError, Caller
+from gateway.api import ApiError, ApiRequestState, Caller
 from gateway.inputs import integer, optional_str
 from gateway.routing import Candidate
 from infrai.lib.ids import uuid7
@@ -324,11 +324,19 @@ class SessionMeter:
         self.minute_nano = capabilities.charged(candidate, capabilities.per_minute_nano(candidate.entry, 60))
         self.holds: list[Hold] = []
         self.started = 0.0
+        self.stopped: float | None = None
         self.covered_seconds = 0
         self.cost_nano: int | None = None
 
     def elapsed_ms(self) -> int:
-        return int((time.monotonic() - self.started) * 1000) if self.started else 0
+        if not self.started:
+            return 0
+        return int(((self.stopped or time.monotonic()) - self.started) * 1000)
+
+    def stop(self) -> None:
+        """The session's time ends now (settling may take a moment more, not billed)."""
+        if self.stopped is None:
+            self.stopped = time.monotonic()
 
     def time_cost_nano(self, elapsed_ms: int) -> int:
         catalog_nano = catalog.to_nano(
@@ -414,6 +422,7 @@ class VoiceSession:
     detector: TurnDetector = field(default_factory=TurnDetector)
     history: list[dict[str, str]] = field(default_factory=list)
     calls_nano: int = 0
+    call_ids: list[str] = field(default_factory=list)
     turn_task: asyncio.Task[None] | None = None
     clock_task: asyncio.Task[None] | None = None
     locked: str | None = None
@@ -533,58 +542,70 @@ class VoiceSession:
         try:
             heard = await run_asr(
                 self.base_url,  # type: ignore[arg-type]
-                runs.new_state(self.caller),
+                self._state(),
                 {"vendor": vendor},
                 wav_of(pcm16),
                 "audio/wav",
             )
-            costs.asr_nano = heard.cost_nano
+            costs.asr_nano = self._charged(heard.cost_nano)
             text = heard.result.text.strip()
             await self.send({"type": "transcript", "role": "user", "text": text})
             if text:
-                self.history.append({"role": "user", "content": text})
-                body = {
-                    "messages": [{"role": "system", "content": SYSTEM_PROMPT}, *self.history[-MAX_HISTORY_TURNS:]],
-                    "vendor": vendor,
-                    "max_tokens": REPLY_MAX_TOKENS,
-                }
-                prepared = await operations.prepare_chat(self.caller.account, body)
-                answered = await runs.run_prepared(self.base_url, runs.new_state(self.caller), prepared)  # type: ignore[arg-type]
-                costs.chat_nano = answered.cost_nano
-                reply = answered.result.content.strip()
-                self.history.append({"role": "assistant", "content": reply})
-                await self.send({"type": "reply", "role": "assistant", "text": reply})
-                if reply:
-                    tts_body = {"input": reply[:4096], "voice": self.grant.voice, "format": "wav", "vendor": vendor}
-                    prepared = await operations.prepare_tts(self.caller.account, tts_body)
-                    spoken = await runs.run_prepared(self.base_url, runs.new_state(self.caller), prepared)  # type: ignore[arg-type]
-                    costs.tts_nano = spoken.cost_nano
-                    speech = spoken.result
-                    await self.send(
-                        {
-                            "type": "audio",
-                            "format": speech.format,
-                            "mime": speech.mime_type,
-                            "bytes": len(speech.audio),
-                            "duration_seconds": round(speech.duration_seconds, 3),
-                        }
-                    )
-                    if self.socket_open:
-                        await self.send_bytes(speech.audio)
+                await self._reply(text, vendor, costs)
         except ApiError as exc:
-            self.calls_nano += costs.total_nano
             await self._report_costs(costs)
             await self.error(runs.error_payload(exc, "voice"))
             if exc.status == 402:
                 await self.end("insufficient_credit", CLOSE_NO_CREDIT)
-            else:
-                self.detector.reset()
-                await self.send({"type": "listening"})
-            return
-        self.calls_nano += costs.total_nano
-        await self._report_costs(costs)
+                return
+        else:
+            await self._report_costs(costs)
         self.detector.reset()
         await self.send({"type": "listening"})
+
+    def _state(self) -> ApiRequestState:
+        assert self.caller is not None
+        state = runs.new_state(self.caller)
+        self.call_ids.append(state.request_id)
+        return state
+
+    def _charged(self, cost_nano: int) -> int:
+        """Count a settled call at once, so a turn cut short still reports what it cost."""
+        self.calls_nano += cost_nano
+        return cost_nano
+
+    async def _reply(self, text: str, vendor: str, costs: TurnCosts) -> None:
+        assert self.caller is not None and self.grant is not None
+        self.history.append({"role": "user", "content": text})
+        body = {
+            "messages": [{"role": "system", "content": SYSTEM_PROMPT}, *self.history[-MAX_HISTORY_TURNS:]],
+            "vendor": vendor,
+            "max_tokens": REPLY_MAX_TOKENS,
+        }
+        prepared = await operations.prepare_chat(self.caller.account, body)
+        answered = await runs.run_prepared(self.base_url, self._state(), prepared)  # type: ignore[arg-type]
+        costs.chat_nano = self._charged(answered.cost_nano)
+        reply = answered.result.content.strip()
+        self.history.append({"role": "assistant", "content": reply})
+        await self.send({"type": "reply", "role": "assistant", "text": reply})
+        if not reply:
+            return
+        tts_body = {"input": reply[:4096], "voice": self.grant.voice, "format": "wav", "vendor": vendor}
+        prepared = await operations.prepare_tts(self.caller.account, tts_body)
+        spoken = await runs.run_prepared(self.base_url, self._state(), prepared)  # type: ignore[arg-type]
+        costs.tts_nano = self._charged(spoken.cost_nano)
+        speech = spoken.result
+        await self.send(
+            {
+                "type": "audio",
+                "format": speech.format,
+                "mime": speech.mime_type,
+                "bytes": len(speech.audio),
+                "duration_seconds": round(speech.duration_seconds, 3),
+            }
+        )
+        if self.socket_open:
+            await self.send_bytes(speech.audio)
 
     async def _report_costs(self, costs: TurnCosts) -> None:
         await self.send(
@@ -624,6 +645,8 @@ class VoiceSession:
         if self.ended:
             return
         self.ended = True
+        if self.meter is not None:
+            self.meter.stop()
         current = asyncio.current_task()
         for task in (self.clock_task, self.turn_task):
             if task is not None and task is not current and not task.done():
@@ -635,6 +658,8 @@ class VoiceSession:
         if self.meter is not None:
             seconds = min(self.meter.elapsed_ms(), self.meter.covered_seconds * 1000) / 1000
             time_nano = await asyncio.shield(self.meter.settle())
+        # What the ledger charged, including a call whose settlement raced the hang-up.
+        self.calls_nano = await sync_to_async(_charged_for)(self.call_ids)
         await self._unlock()
         await self.send(
             {
@@ -669,6 +694,10 @@ class VoiceSession:
         if self.socket_open:
             self.socket_open = False
             await self.close_socket(code)
+
+
+def _charged_for(request_ids: list[str]) -> int:
+    return sum(UsageRecord.objects.filter(request_id__in=request_ids).values_list("cost_nano", flat=True))
 
 
 def _close_code_for(exc: ApiError) -> int:

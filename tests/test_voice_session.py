@@ -437,3 +437,24 @@ def test_the_api_token_names_the_socket_that_redeems_it(client):
     issued = api_token(account, "/v1/ai/realtime/token", voice="en")
     grant = voice.read_token(issued["token"])
     assert issued["ws_url"].endswith("/ws/voice/") and grant.kind == "realtime" and grant.voice == "en"
+
+
+async def test_hanging_up_mid_turn_ends_at_once_and_leaves_no_hold():
+    account = await sync_to_async(make_account)(credit_nano=USD)
+    ws, _ = await opened(await sync_to_async(signed)(account))
+    for frame in frames(await sync_to_async(spoken_pcm16)(QUESTION) + silence(900)):
+        await ws.send_to(bytes_data=frame)
+    await until(ws, "thinking")
+    asked = time.monotonic()
+    await ws.send_json_to({"type": "hangup"})
+    events, code = await closed_with(ws)
+    # Cut short, not answered first (the sandbox recogniser holds the GIL for a moment, hence 10 s).
+    assert time.monotonic() - asked < 10
+    assert not {"reply", "audio"} & {e["type"] for e in events}
+    ended = next(e for e in events if e["type"] == "ended")
+    assert code == voice.CLOSE_NORMAL and ended["reason"] == "hangup"
+    records = await sync_to_async(lambda: list(UsageRecord.objects.filter(account=account)))()
+    balance = await sync_to_async(ledger.get_balance)(account)
+    assert balance.held_nano == 0 and await sync_to_async(open_holds)(account) == 0
+    assert balance.balance_nano == USD - sum(r.cost_nano for r in records)
+    assert usd_to_nano(ended["session_cost_usd"]) == sum(r.cost_nano for r in records)

@@ -3,9 +3,6 @@
 // 16 kHz PCM16 frames, and shows each turn: what was heard, the reply (spoken back) and its cost.
 import { PlaygroundSocket, el, onEscape, postJson, showError } from "./common.js";
 
-const root = document.querySelector("[data-voice]");
-if (root) init(root);
-
 const SOCKET_TEXTS = {
   connecting: "Connecting…",
   live: "Live: speak, then pause.",
@@ -290,3 +287,6 @@ function init(root) {
   phase("idle");
   controls();
 }
+
+const voiceRoot = document.querySelector("[data-voice]");
+if (voiceRoot) init(voiceRoot);
