@@ -130,7 +130,10 @@
     dialogBody.innerHTML = await response.text();
     opener = link;
     dialog.showModal();
-    const first = dialog.querySelector("input:not([type=hidden]), button, a");
+    // A destructive action starts on "Go back": Enter alone must not delete or cancel anything.
+    const body = dialog.querySelector("[data-confirm-body]");
+    const danger = body && body.dataset.danger === "true";
+    const first = danger ? dialog.querySelector("[data-close]") : dialog.querySelector("input:not([type=hidden]), button, a");
     if (first) first.focus();
   }
 

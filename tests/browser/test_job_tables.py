@@ -170,8 +170,10 @@ def test_cancel_asks_in_a_dialog_then_the_row_shows_the_cancel(
     dialog = page.get_by_role("dialog")
     expect(dialog).to_contain_text(f"Cancel video job {clip['job_id']}?")
     screenshot(page, "dialog")
+    expect(dialog.get_by_role("link", name="Go back")).to_be_focused()  # Enter alone changes nothing
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
+    expect(cancel).to_be_focused()
     expect(video_row.locator("[data-state]")).to_have_text(re.compile("queued|running"))
 
     cancel.click()
