@@ -29,7 +29,8 @@ from django.urls.resolvers import RoutePattern
 from social_django.models import UserSocialAuth
 
 from batches.models import Batch
-from billing.models import TopUp
+from batches.tasks import run_batch
+from billing.models import TopUp, UsageRecord
 from console import accounts, keys
 from console.models import Account
 from gateway import byok, files
@@ -202,7 +203,10 @@ def world(settings, tmp_path) -> World:
         "association_id": str(association.pk),
     }
     assert set(found.ids) == OBJECT_PARAMS, "every object parameter needs one of Alice's objects here"
-    public_ids = [v for k, v in found.ids.items() if k != "association_id"]
+    run_batch.call(found.ids["batch_id"])  # so Alice has usage, ledger entries and results to leak
+    usage = list(UsageRecord.objects.filter(account=alice).values_list("request_id", flat=True))
+    assert usage
+    public_ids = [v for k, v in found.ids.items() if k != "association_id"] + usage
     found.names = ["Zeta alice project", "zeta-alice-key", "zeta-alice-byok", "zeta-alice-github", "alice@"]
     found.markers = [*public_ids, *found.names]
     found.ids["backend"] = "github"
@@ -290,6 +294,8 @@ def test_no_page_or_list_shows_another_accounts_objects(world, route):
 def test_the_lists_do_show_their_owner_what_the_outsider_does_not_see(world):
     """The control for the sweep above: these lists show Alice's objects to Alice."""
     alice = signed_in_client(world.alice)
+    a_usage = UsageRecord.objects.filter(account=world.alice).values_list("request_id", flat=True)[0]
+    assert a_usage in alice.get("/usage/").content.decode()
     alice.post(f"/projects/{world.ids['project_id']}/select/")
     for url, marker in [
         ("/projects/", "Zeta alice project"),
@@ -476,3 +482,39 @@ def test_no_console_route_redirects_off_site_where_a_parameter_says(world, route
         for response in (alice.get(url, params), alice.post(url, {**FORM_BODY, **params})):
             location = response.get("Location", "")
             assert "evil.example" not in location, f"{url} redirected to {location}"
+
+
+# --- Idempotency keys ---------------------------------------------------------------------------
+
+CREATES = [
+    ("/v1/account/keys", {"label": "same"}, "id", 201),
+    (
+        "/v1/account/byok",
+        {"provider": "cohere", "alias": "same", "credentials": {"api_key": "co-" + "k" * 30}},
+        "id",
+        201,
+    ),
+    (
+        "/v1/ai/batch/submit",
+        {"requests": [{"capability": "embed", "body": {"input": ["a"], "model": "sandbox-embed"}}]},
+        "batch_id",
+        200,
+    ),
+    ("/v1/video/generate", {"prompt": "a kite"}, "job_id", 202),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "id_field", "created"), CREATES, ids=[c[0] for c in CREATES])
+def test_an_idempotency_key_another_account_used_replays_nothing_of_theirs(world, path, body, id_field, created):
+    """Bob sending the idempotency key Alice used gets his own new object, never her stored answer."""
+    sent = {**body, "idempotency_key": "shared-key-1"}
+    alices = _api(Client(), "POST", path, world.alice_secret, sent)
+    assert alices.status_code == created, alices.content
+    before = owned_rows(world.alice)
+    bobs = _api(Client(), "POST", path, world.bob_secret, sent)
+    assert bobs.status_code == created, bobs.content
+    assert bobs.json()[id_field] != alices.json()[id_field]  # type: ignore[attr-defined]
+    assert bobs.json().get("replayed") in (None, False)  # type: ignore[attr-defined]
+    assert owned_rows(world.alice) == before
+    again = _api(Client(), "POST", path, world.alice_secret, sent)
+    assert again.json()[id_field] == alices.json()[id_field]  # type: ignore[attr-defined]
