@@ -88,9 +88,34 @@ function follow() {
     }
   }
 
+  // A job made elsewhere (the API, another tab) while this page is open joins the list.
+  async function add(jobId) {
+    if (refreshing.has(jobId) || !section.dataset.rowUrl) return;
+    refreshing.add(jobId);
+    try {
+      const response = await fetch(section.dataset.rowUrl.replace("JOB_ID", encodeURIComponent(jobId)), {
+        credentials: "same-origin",
+      });
+      if (!response.ok || rowOf(jobId)) return;
+      const template = document.createElement("template");
+      template.innerHTML = (await response.text()).trim();
+      const fresh = template.content.firstElementChild;
+      if (!fresh) return;
+      list.prepend(fresh);
+      if (window.htmx) window.htmx.process(fresh);
+    } catch {
+      // Shown on the next page load.
+    } finally {
+      refreshing.delete(jobId);
+    }
+  }
+
   function apply(update) {
     const row = rowOf(update.job_id);
-    if (!row) return;
+    if (!row) {
+      if (update.state === "queued") add(update.job_id);
+      return;
+    }
     if (update.state !== row.dataset.state) {
       refresh(row);
       return;
@@ -127,6 +152,15 @@ function follow() {
       // The server may be restarting; the next tick tries again.
     }
   }
+
+  // The socket may announce a job just submitted here before htmx adds its row: keep one.
+  document.addEventListener("htmx:afterSettle", () => {
+    const seen = new Set();
+    for (const row of list.querySelectorAll("[data-job-id]")) {
+      if (seen.has(row.dataset.jobId)) row.remove();
+      else seen.add(row.dataset.jobId);
+    }
+  });
 
   function polling() {
     return !(socket && socket.live);

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
+from tests.browser.conftest import REPO
 from tests.browser.test_playground import account, assert_fits, console_errors, expect, sign_in
 
 if TYPE_CHECKING:
@@ -37,16 +41,31 @@ new MutationObserver(() => {
 """
 
 
+def project_key(server: LiveServer, email: str) -> str:
+    made = subprocess.run(
+        [sys.executable, "manage.py", "create_project_key", email],
+        cwd=REPO,
+        env=server.env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return made.stdout.strip().splitlines()[-1]
+
+
 def test_a_video_job_appears_at_once_moves_live_and_plays_when_done(
     page: Page, console_server: LiveServer, screenshot: Screenshots, console_errors: list[str]
 ) -> None:
     server = console_server
     page.add_init_script(RECORD_ROWS)
-    sign_in(page, server, account(server))
+    email = account(server)
+    sign_in(page, server, email)
     page.goto(server.url + "/playground/video/")
     expect(page.get_by_role("heading", name="Make a video")).to_be_visible()
     status = page.get_by_test_id("live-status")
-    if os.environ.get("REDIS_URL"):
+    live = bool(os.environ.get("REDIS_URL"))  # the worker's updates reach daphne only through Redis
+    if live:
         expect(status).to_have_text(re.compile("^Live"))
     else:
         expect(status).to_have_text(re.compile(r"^Checking every 2 s"))
@@ -97,6 +116,22 @@ def test_a_video_job_appears_at_once_moves_live_and_plays_when_done(
     seen = page.evaluate("window.__videoRows")
     assert seen[0].startswith(("queued:", "running:")) and seen[-1] == "succeeded:100", seen
     screenshot(page, "video-done")
+
+    # A job made through the API joins the list: live without a reload, else on the next load.
+    made = httpx.post(
+        f"{server.url}/v1/video/generate",
+        json={"prompt": "Made through the API", "duration_seconds": 1},
+        headers={"Authorization": f"Bearer {project_key(server, email)}"},
+        timeout=30,
+    )
+    assert made.status_code == 202, made.text
+    if not live:
+        page.reload()
+    api_row = page.locator(f"[data-job-id='{made.json()['job_id']}']")
+    expect(api_row).to_be_visible(timeout=15_000)
+    expect(api_row).to_contain_text("Made through the API")
+    expect(api_row.get_by_test_id("state")).to_have_text("Done", timeout=30_000)
+    expect(page.get_by_test_id("video-job")).to_have_count(2)
 
     page.set_viewport_size({"width": 375, "height": 800})
     expect(player).to_be_visible()
