@@ -1,23 +1,40 @@
 """The model catalog: loading it, pricing calls, and turning usage into exact cost.
 
 Costs are integers of nano-USD rounded up, so a call is never billed below its price.
+
+Routing reads the catalog (and which vendors each account has a BYOK credential for) on every
+call, and both change rarely, so each process keeps a copy (`routing_data`): it is dropped when a
+catalog row or BYOK credential is saved or deleted here, when the catalog is reloaded, and when the
+shared version key in Django's cache moves (another process changed something; with Redis as the
+cache every process sees that on its next call). Without a shared cache (no REDIS_URL) another
+process's change reaches this one only when its copy expires: ROUTING_CACHE_SECONDS, default 60.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
 
 from gateway.models import CatalogModel
 from infrai.lib.money import NANO_PER_USD
 
+log = logging.getLogger(__name__)
 CATALOG_FILE = Path(__file__).with_name("catalog.json")
 _MILLION = Decimal(1_000_000)
+T = TypeVar("T")
 
 
 def load_catalog(reset: bool = False) -> tuple[int, int]:
@@ -38,7 +55,109 @@ def load_catalog(reset: bool = False) -> tuple[int, int]:
         else:
             _, was_created = CatalogModel.objects.get_or_create(**keys, defaults=fields)
         created += was_created
+    routing_data.changed()
     return created, updated
+
+
+# --- This process's copy of the routing data ----------------------------------------------------
+
+
+@dataclass
+class _Copy:
+    version: str | None
+    items: dict[str, tuple[float, Any]] = field(default_factory=dict)
+
+
+class RoutingData:
+    """Values loaded from the database once and kept in this process until the shared version
+    moves or they are older than `max_age()` seconds."""
+
+    VERSION_KEY = "gateway:routing-data-version"
+    MAX_ITEMS = 10_000  # one per account with BYOK lookups; the copy starts over beyond it
+
+    def __init__(self) -> None:
+        self._copy = _Copy(version=None)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def max_age() -> float:
+        return float(getattr(settings, "ROUTING_CACHE_SECONDS", 60))
+
+    def _shared_version(self) -> str | None:
+        """The version in Django's cache (made up if missing, e.g. after a cache flush); None
+        when the cache is down, and then only the age limit applies."""
+        try:
+            version = cache.get(self.VERSION_KEY)
+            if version is None:
+                cache.add(self.VERSION_KEY, uuid.uuid4().hex, timeout=None)
+                version = cache.get(self.VERSION_KEY)
+        except Exception:
+            log.warning("routing data version unavailable (cache down?)", exc_info=True)
+            return None
+        return version
+
+    def get(self, name: str, load: Callable[[], T]) -> T:
+        version = self._shared_version()
+        current = self._copy
+        if version is not None and version != current.version:
+            current = self._copy = _Copy(version=version)
+        now = time.monotonic()
+        kept = current.items.get(name)
+        if kept is not None and now - kept[0] <= self.max_age():
+            return kept[1]
+        value = load()
+        with self._lock:
+            if len(current.items) >= self.MAX_ITEMS:
+                current.items.clear()
+            current.items[name] = (now, value)
+        return value
+
+    def changed(self) -> None:
+        """Drop this process's copy now and, once the change is committed, every other's."""
+        self._copy = _Copy(version=None)
+        transaction.on_commit(self._move_shared_version)
+
+    def _move_shared_version(self) -> None:
+        self._copy = _Copy(version=None)
+        try:
+            cache.set(self.VERSION_KEY, uuid.uuid4().hex, timeout=None)
+        except Exception:
+            log.warning(
+                "routing data version not moved (cache down?): other processes keep their copy for up to %s s",
+                self.max_age(),
+                exc_info=True,
+            )
+
+
+routing_data = RoutingData()
+
+
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    entries: list[CatalogModel]  # every row, enabled or not, in the catalog's order
+    by_capability: dict[str, list[CatalogModel]]  # enabled rows only
+
+
+def _load_snapshot() -> CatalogSnapshot:
+    entries = list(CatalogModel.objects.all())
+    by_capability: dict[str, list[CatalogModel]] = {}
+    for entry in entries:
+        if entry.enabled:
+            by_capability.setdefault(entry.capability, []).append(entry)
+    return CatalogSnapshot(entries, by_capability)
+
+
+def snapshot() -> CatalogSnapshot:
+    """The catalog as this process knows it. Its rows are shared between calls: read them only."""
+    return routing_data.get("catalog", _load_snapshot)
+
+
+def _catalog_row_changed(**_: Any) -> None:
+    routing_data.changed()
+
+
+post_save.connect(_catalog_row_changed, sender=CatalogModel, dispatch_uid="catalog-row-saved")
+post_delete.connect(_catalog_row_changed, sender=CatalogModel, dispatch_uid="catalog-row-deleted")
 
 
 def usd_rate(entry: CatalogModel) -> Decimal:

@@ -12,10 +12,13 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db.models.signals import post_delete, post_save
 
 from console.models import Account
+from gateway import catalog
 from gateway.api import ApiError, field_error
 from gateway.models import CatalogModel
+from gateway.models_byok import BYOKCredential
 from gateway.vendors import VENDORS, get_vendor
 from gateway.vendors.base import Credential, Vendor
 from gateway.vendors.sandbox import catalog_model_id as sandbox_catalog_id
@@ -32,16 +35,38 @@ class Candidate:
     model_name: str  # what the vendor is asked for (a sandbox name may carry a failure directive)
 
 
+def byok_vendors(account_id: int) -> frozenset[str]:
+    """Vendors the account has an active BYOK credential for, from this process's copy (see
+    gateway/catalog.py). A credential added since is seen at once here and, with Redis, in every
+    process; a revoked one still listed only costs the lookup that then finds nothing."""
+
+    def load() -> frozenset[str]:
+        return frozenset(
+            BYOKCredential.objects.filter(account_id=account_id, revoked_at__isnull=True)
+            .exclude(secret_encrypted="")
+            .values_list("provider", flat=True)
+        )
+
+    return catalog.routing_data.get(f"byok:{account_id}", load)
+
+
+def _byok_changed(**_: Any) -> None:
+    catalog.routing_data.changed()
+
+
+post_save.connect(_byok_changed, sender=BYOKCredential, dispatch_uid="byok-credential-saved")
+post_delete.connect(_byok_changed, sender=BYOKCredential, dispatch_uid="byok-credential-deleted")
+
+
 def credential_for(account: Account, vendor: Vendor) -> Credential | None:
     from gateway import byok
 
-    return byok.credential_for(account, vendor.name) or vendor.platform_credential()
+    own = byok.credential_for(account, vendor.name) if vendor.name in byok_vendors(account.pk) else None
+    return own or vendor.platform_credential()
 
 
 def _price_weight(entry: CatalogModel) -> Decimal:
-    from gateway.catalog import usd_rate
-
-    return (entry.input_per_mtok + entry.output_per_mtok * 3) * usd_rate(entry)
+    return (entry.input_per_mtok + entry.output_per_mtok * 3) * catalog.usd_rate(entry)
 
 
 def candidates(
@@ -60,16 +85,18 @@ def candidates(
     if prefer is not None and prefer not in PREFERENCES:
         raise field_error("prefer", f"prefer must be one of {', '.join(PREFERENCES)}.")
 
-    entries = CatalogModel.objects.filter(capability=capability, enabled=True)
+    known_catalog = catalog.snapshot()
+    entries = known_catalog.by_capability.get(capability, [])
     if vendor:
-        entries = entries.filter(vendor=vendor)
+        entries = [e for e in entries if e.vendor == vendor]
     if model:
-        requested = entries.filter(model_id=model)
-        if not requested.exists() and sandbox_catalog_id(model) != model:
-            requested = entries.filter(model_id=sandbox_catalog_id(model), vendor="sandbox")
+        requested = [e for e in entries if e.model_id == model]
+        if not requested and sandbox_catalog_id(model) != model:
+            sandbox_id = sandbox_catalog_id(model)
+            requested = [e for e in entries if e.model_id == sandbox_id and e.vendor == "sandbox"]
         entries = requested
-        if not entries.exists():
-            known = CatalogModel.objects.filter(model_id=model, enabled=True).exists()
+        if not entries:
+            known = any(e.model_id == model and e.enabled for e in known_catalog.entries)
             if known:
                 raise field_error(
                     "model",
