@@ -101,6 +101,7 @@ def test_the_jobs_page_lists_batches_and_videos_newest_first(alice):
 
 def test_the_page_goes_live_only_when_worker_events_can_reach_its_socket(alice, settings):
     console = alice[2]
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     assert 'data-cross-process="false"' in html(console.get("/jobs/"))
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer"}}
     assert 'data-cross-process="true"' in html(console.get("/jobs/"))
