@@ -162,3 +162,27 @@ def test_the_form_offers_only_what_the_chosen_model_makes_and_keyboard_submits(
     expect(page.get_by_test_id("video-job")).to_have_count(0)
     screenshot(page, "video-402")
     assert console_errors == [], console_errors
+
+
+def test_without_websockets_the_page_says_so_and_polls_the_job_to_its_end(
+    page: Page, console_server: LiveServer, screenshot: Screenshots, console_errors: list[str]
+) -> None:
+    server = console_server
+    # As on a network that refuses websockets: every attempt fails at once.
+    page.add_init_script("window.WebSocket = function () { throw new Error('websockets are blocked here'); };")
+    sign_in(page, server, account(server))
+    page.goto(server.url + "/playground/video/")
+    expect(page.get_by_test_id("live-status")).to_have_text(
+        re.compile(r"^(Live updates unavailable: checking|Checking) every 2 s")
+    )
+    page.get_by_label("Prompt").fill("A lantern swinging in the wind")
+    page.get_by_label("Duration (seconds)").select_option("2")
+    page.evaluate("window.__samePage = true")
+    page.get_by_role("button", name="Generate video").click()
+    row = page.get_by_test_id("video-job").first
+    expect(row).to_be_visible(timeout=5_000)
+    expect(row.get_by_test_id("state")).to_have_text("Done", timeout=60_000)
+    expect(row.get_by_test_id("video")).to_be_visible()
+    assert page.evaluate("window.__samePage") is True, "no reload"
+    screenshot(page, "video-polled")
+    assert console_errors == [], console_errors
