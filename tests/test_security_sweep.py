@@ -35,6 +35,7 @@ from console import accounts, keys
 from console.models import Account
 from gateway import byok, files
 from tests.factories import bearer, make_account, make_key, signed_in_client
+from videos import video
 from videos.models import VideoJob
 
 pytestmark = pytest.mark.django_db
@@ -188,7 +189,13 @@ def world(settings, tmp_path) -> World:
         {"requests": [{"capability": "embed", "body": {"input": ["zeta"], "model": "sandbox-embed"}}]},
     )
     assert submitted.status_code == 200, submitted.content
-    generated = _api(client, "POST", "/v1/video/generate", found.alice_secret, {"prompt": "a zeta kite over hills"})
+    generated = _api(
+        client,
+        "POST",
+        "/v1/video/generate",
+        found.alice_secret,
+        {"prompt": "a zeta kite over hills", "model": "sandbox-video"},
+    )
     assert generated.status_code == 202, generated.content
     topup = TopUp.objects.create(account=alice, amount_nano=10 * USD)
     association = UserSocialAuth.objects.create(user=alice.owner, provider="github", uid="zeta-alice-github")
@@ -518,3 +525,23 @@ def test_an_idempotency_key_another_account_used_replays_nothing_of_theirs(world
     assert owned_rows(world.alice) == before
     again = _api(Client(), "POST", path, world.alice_secret, sent)
     assert again.json()[id_field] == alices.json()[id_field]  # type: ignore[attr-defined]
+
+
+def _tampered(path: str) -> str:
+    return path[:-3] + ("A" if path[-3] != "A" else "B") + path[-2:]
+
+
+def test_real_export_and_video_links_refuse_tampering_and_expire(world, settings):
+    settings.VIDEO_SANDBOX_RENDER_FPS = 0
+    alice = world.alice_secret
+    exported = _api(Client(), "POST", f"/v1/ai/batch/export/{world.ids['batch_id']}", alice, {"format": "jsonl"})
+    assert exported.status_code == 200, exported.content
+    assert video.run_job(world.ids["job_id"]) == "succeeded"
+    link = _api(Client(), "GET", f"/v1/video/download_url/{world.ids['job_id']}", alice)
+    assert link.status_code == 200, link.content
+    for url in (exported.json()["download_url"], link.json()["url"]):  # type: ignore[attr-defined]
+        path = url.removeprefix("http://testserver")
+        assert _fetch(path).status_code == 200
+        assert _fetch(_tampered(path)).status_code == 404
+        with time_machine.travel(time.time() + settings.DOWNLOAD_URL_TTL_SECONDS + 1, tick=False):
+            assert _fetch(path).status_code == 404
