@@ -70,7 +70,9 @@ def _cancel_batch(batch: Batch, data: dict[str, Any], base_url: str) -> str:
 
 def _export_batch(batch: Batch, data: dict[str, Any], base_url: str) -> str:
     made = batch_rules.create_export(batch, data["format"], "", {}, base_url)
-    return f"Export {made.public_id} ready ({made.format.upper()}, {made.item_count} items): download it below."
+    return (
+        f"Export {made.public_id} ready ({made.format.upper()}, {made.item_count} items): Download on its row or page."
+    )
 
 
 def _retain_batch(batch: Batch, data: dict[str, Any], base_url: str) -> str:

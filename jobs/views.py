@@ -23,7 +23,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods
 
 from batches import batch as batch_rules
-from batches.models import ACTIVE_BATCH_STATES, Batch
+from batches.models import ACTIVE_BATCH_STATES, Batch, ItemState
 from console import accounts
 from console.models import Account
 from gateway import files
@@ -112,7 +112,16 @@ def _signed(request: HttpRequest, name: str) -> str:
 def batch_detail(request: HttpRequest, batch_id: str) -> HttpResponse:
     batch = _batch(request, batch_id)
     base_url = files.base_url_of(request)
-    results = Paginator(batch.items.order_by("index"), RESULTS_PER_PAGE).get_page(request.GET.get("page"))
+    item_state = request.GET.get("item_state", "")
+    item_states = [value for value, _ in ItemState.choices]
+    chosen_items = batch.items.order_by("index")
+    errors = {}
+    if item_state in item_states:
+        chosen_items = chosen_items.filter(state=item_state)
+    elif item_state:
+        errors["item_state"] = f"item_state must be one of {', '.join(item_states)}."
+        item_state = ""
+    results = Paginator(chosen_items, RESULTS_PER_PAGE).get_page(request.GET.get("page"))
     items = [
         {
             "item": item,
@@ -129,6 +138,9 @@ def batch_detail(request: HttpRequest, batch_id: str) -> HttpResponse:
         "batch": batch,
         "row": tables.batch_row(batch, has_export=bool(exports)),
         "active": batch.state in ACTIVE_BATCH_STATES,
+        "item_state": item_state,
+        "errors": errors,
+        "item_states": item_states,
         "remaining": batch.total_count - batch.finished_count,
         "metadata_json": json.dumps(batch.metadata, ensure_ascii=False, indent=1) if batch.metadata else "",
         "results": results,
@@ -136,7 +148,7 @@ def batch_detail(request: HttpRequest, batch_id: str) -> HttpResponse:
         "exports": exports,
         "here": request.get_full_path(),
     }
-    return _page(request, "jobs/batch.html", "jobs/_batch_body.html", context)
+    return _page(request, "jobs/batch.html", "jobs/_batch_body.html", context, status=400 if errors else 200)
 
 
 @login_required

@@ -238,14 +238,21 @@ def test_a_batch_page_shows_status_and_pages_its_results(alice):
     assert chat.result["content"][:40] in html(second) and display_usd(chat.cost_nano) in html(second)
 
 
-def test_a_failed_item_shows_its_error(alice):
+def test_a_failed_item_shows_its_error_and_the_results_filter_by_item_state(alice):
     _, secret, console = alice
-    batch_id = submit_batch(secret, [RERANK, RERANK])
+    batch_id = submit_batch(secret, [RERANK, RERANK, RERANK])
     Batch.objects.get(public_id=batch_id).items.filter(index=1).update(
         state="failed", error={"code": "UPSTREAM_ERROR", "message": "The vendor said no."}
     )
     text = html(console.get(f"/jobs/batch/{batch_id}/"))
     assert "UPSTREAM_ERROR" in text and "The vendor said no." in text
+    failed = console.get(f"/jobs/batch/{batch_id}/", {"item_state": "failed"})
+    assert [entry["item"].index for entry in failed.context["items"]] == [1]
+    assert 'value="failed" selected' in html(failed)
+    assert "No succeeded items." in html(console.get(f"/jobs/batch/{batch_id}/", {"item_state": "succeeded"}))
+    bogus = console.get(f"/jobs/batch/{batch_id}/", {"item_state": "bogus"})
+    assert bogus.status_code == 400 and 'data-field="item_state"' in html(bogus)
+    assert [entry["item"].index for entry in bogus.context["items"]] == [0, 1, 2]
 
 
 def test_a_video_page_plays_the_video_through_a_signed_url(alice):
