@@ -27,7 +27,7 @@ from console import keys
 from gateway.models_byok import BYOKCredential
 from tests.factories import bearer, make_account, make_key, signed_in_client
 from tests.fakes.loopback import JsonHandler, serving
-from tests.test_security_sweep import PLAIN_ROUTES
+from tests.test_security_sweep import PLAIN_ROUTES, _loopback_only  # noqa: F401 (a fixture: no call leaves loopback)
 from videos import video
 from videos.models import VideoJob
 

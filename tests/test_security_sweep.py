@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -136,6 +137,23 @@ def test_the_sweep_sees_every_family_of_routes():
     assert {"v1/ai/batch/list", "v1/video/list", "keys/", "billing/history.csv"} <= {str(r) for r in PLAIN_ROUTES}
 
 
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The sweep calls routes that reach vendors: fail if any call looks up a host off this machine."""
+    looked_up: list[str] = []
+    original = socket.getaddrinfo
+
+    def loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host not in (None, "localhost", "testserver") and not str(host).startswith(("127.", "::1")):
+            looked_up.append(str(host))
+            raise socket.gaierror(f"{host}: the security sweep stays on loopback")
+        return original(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
+    yield
+    assert not looked_up, f"the sweep tried to reach {looked_up}"
+
+
 # --- Two accounts, and everything account A owns ------------------------------------------------
 
 
@@ -178,9 +196,10 @@ def world(settings, tmp_path) -> World:
 
     project = accounts.create_project(alice, "Zeta alice project")
     key = keys.create_key(project, label="zeta-alice-key").record
-    credential = byok.register(
-        alice, byok.clean_registration("openai", "zeta-alice-byok", {"api_key": "sk-alice-" + "q" * 30})
-    )
+    # A closed loopback port: the owner's control call to the test route must never reach a real vendor.
+    settings.BYOK_ALLOW_PRIVATE_BASE_URLS = True
+    credentials = {"api_key": "sk-alice-" + "q" * 30, "base_url": "http://127.0.0.1:9/v1"}
+    credential = byok.register(alice, byok.clean_registration("openai", "zeta-alice-byok", credentials))
     submitted = _api(
         client,
         "POST",
