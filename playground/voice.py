@@ -742,7 +742,8 @@ async def main() -> None:
                 break
 
 asyncio.run(main())'''
-    javascript = f'''const session = await (await fetch("{base_url}/v1/ai/voice/session", {{
+    javascript = f'''// On your server: the project key never goes to a browser, only the short-lived token does.
+const session = await (await fetch("{base_url}/v1/ai/voice/session", {{
   method: "POST",
   headers: {{ "Authorization": "Bearer {key}", "Content-Type": "application/json" }},
   body: JSON.stringify({{ ttl_seconds: 300 }}),

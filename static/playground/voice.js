@@ -85,7 +85,7 @@ function init(root) {
       showError(errorSlot, { message: "This browser cannot capture audio here (it needs a secure page and AudioWorklet)." });
       return;
     }
-    session = { ready: false, ended: false, callsUsd: 0, assistant: null };
+    session = { ready: false, ended: false, callsUsd: 0, assistant: null, playing: null };
     phase("starting");
     controls();
     const issued = await postJson(root.dataset.tokenUrl, { ttl_seconds: Number(ttlSelect.value) });
@@ -192,19 +192,34 @@ function init(root) {
     }
   }
 
+  // Replies play one after another, never over each other; hanging up silences them.
   function playReply(buffer) {
     const url = URL.createObjectURL(new Blob([buffer], { type: "audio/wav" }));
     const audio = el("audio", { controls: true, src: url, "aria-label": "The assistant's spoken reply" });
     const turn = session.assistant || log.lastElementChild;
     if (turn) turn.append(audio);
-    audio.play().catch(() => {
-      // Autoplay refused: the controls stay there to play it by hand.
-    });
+    const current = session;
+    const previous = current.playing || Promise.resolve();
+    current.playing = previous.then(
+      () =>
+        new Promise((done) => {
+          if (current.ended) return done();
+          audio.addEventListener("ended", done, { once: true });
+          audio.addEventListener("error", done, { once: true });
+          // Autoplay refused: the controls stay there to play it by hand.
+          audio.play().catch(done);
+        }),
+    );
+  }
+
+  function silence() {
+    for (const audio of log.querySelectorAll("audio")) audio.pause();
   }
 
   function ended(message) {
     session.ended = true;
     closeMicrophone();
+    silence();
     phase("ended");
     elapsedEl.textContent = clock(message.seconds);
     costEl.textContent = `$${message.session_cost_usd}`;
@@ -245,6 +260,7 @@ function init(root) {
   function hangUp() {
     if (!session || !session.ready || session.ended) return;
     phase("ending");
+    silence();
     if (!session.socket.send({ type: "hangup" })) onLost({ code: 1006 });
   }
 

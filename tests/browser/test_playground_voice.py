@@ -104,6 +104,15 @@ def test_a_spoken_turn_is_transcribed_answered_aloud_and_the_session_cost_shown(
     expect(page.locator("[data-session-cost]")).to_have_text(re.compile(r"^≈ \$0\.\d+"))
     screenshot(page, "voice-turn-answered")
 
+    # Push-to-talk from the keyboard: holding Space marks the talk button pressed, letting go
+    # sends the turn at once (the looping file goes on talking either way).
+    talk = page.get_by_role("button", name="Hold to talk")
+    expect(talk).to_be_focused()
+    page.keyboard.down(" ")
+    expect(talk).to_have_attribute("aria-pressed", "true")
+    page.keyboard.up(" ")
+    expect(talk).to_have_attribute("aria-pressed", "false")
+
     page.get_by_role("button", name="Hang up").click()
     summary = page.get_by_test_id("session-summary")
     # Generous: the looping file may have started another turn, and the sandbox's recogniser and
@@ -114,6 +123,7 @@ def test_a_spoken_turn_is_transcribed_answered_aloud_and_the_session_cost_shown(
     assert float(cost.inner_text().lstrip("$")) > 0
     expect(page.locator("[data-session-cost]")).to_have_text(cost.inner_text())
     expect(page.get_by_role("button", name="Start")).to_be_enabled()
+    assert page.evaluate("[...document.querySelectorAll('.pg-log audio')].every((a) => a.paused)")
     screenshot(page, "voice-hung-up")
 
     page.get_by_text("View code").click()
