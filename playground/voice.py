@@ -377,12 +377,11 @@ class SessionMeter:
             return 0
         facts = capabilities.facts("realtime", self.candidate, units={"seconds": round(elapsed / 1000, 3)})
         facts.latency_ms = elapsed
-        last, earlier = self.holds[-1], self.holds[:-1]
-        try:
-            await metering.settle_call(last, self.caller, self.request_id, self.cost_nano, facts)
-        finally:
-            for hold in earlier:
-                await metering.release_call(hold)
+        # The earlier minutes' holds go back first, so the charge never needs more than was held;
+        # should the settlement then fail, the last hold expires uncharged (never a double charge).
+        for hold in self.holds[:-1]:
+            await metering.release_call(hold)
+        await metering.settle_call(self.holds[-1], self.caller, self.request_id, self.cost_nano, facts)
         return self.cost_nano
 
 
@@ -558,6 +557,10 @@ class VoiceSession:
             if exc.status == 402:
                 await self.end("insufficient_credit", CLOSE_NO_CREDIT)
                 return
+        except Exception:
+            log.exception("voice turn failed in session %s", self.grant.session_id)
+            await self._report_costs(costs)
+            await self.error({"status": 500, "code": "INTERNAL", "message": "This turn failed; say it again."})
         else:
             await self._report_costs(costs)
         self.detector.reset()

@@ -460,3 +460,21 @@ async def test_hanging_up_mid_turn_ends_at_once_and_leaves_no_hold():
     assert balance.held_nano == 0 and await sync_to_async(open_holds)(account) == 0
     assert balance.balance_nano == USD - sum(r.cost_nano for r in records)
     assert usd_to_nano(ended["session_cost_usd"]) == sum(r.cost_nano for r in records)
+
+
+async def test_when_a_turn_cannot_be_paid_the_session_ends_with_a_402_and_its_time_settled():
+    one_minute = usd_to_nano("0.06")
+    account = await sync_to_async(make_account)(credit_nano=one_minute + 1000)
+    ws, _ = await opened(await sync_to_async(signed)(account))
+    for frame in frames(await sync_to_async(spoken_pcm16)(QUESTION) + silence(900)):
+        await ws.send_to(bytes_data=frame)
+    events, code = await closed_with(ws)
+    error = next(e for e in events if e["type"] == "error")["error"]
+    ended = next(e for e in events if e["type"] == "ended")
+    assert error["status"] == 402 and error["code"] == "INSUFFICIENT_CREDIT" and error["topup_url"]
+    assert code == voice.CLOSE_NO_CREDIT and ended["reason"] == "insufficient_credit"
+    assert "transcript" not in [e["type"] for e in events]
+    records = await sync_to_async(lambda: list(UsageRecord.objects.filter(account=account)))()
+    assert [r.capability for r in records] == ["realtime"]
+    balance = await sync_to_async(ledger.get_balance)(account)
+    assert balance.held_nano == 0 and balance.balance_nano == one_minute + 1000 - records[0].cost_nano
