@@ -315,8 +315,11 @@ def wav_of(pcm16: bytes, sample_rate: int = SAMPLE_RATE) -> bytes:
 class SessionMeter:
     """The session's time: one hold per started minute, one settlement at the end."""
 
-    def __init__(self, origin: metering.Origin, caller: Caller, candidate: Candidate, expires_at: int) -> None:
+    def __init__(
+        self, origin: metering.Origin, caller: Caller, candidate: Candidate, session_id: str, expires_at: int
+    ) -> None:
         self.origin = origin
+        self.session_id = session_id
         self.caller = caller
         self.candidate = candidate
         self.expires_at = expires_at
@@ -375,7 +378,9 @@ class SessionMeter:
         self.cost_nano = self.time_cost_nano(elapsed) if self.holds else 0
         if not self.holds:
             return 0
-        facts = capabilities.facts("realtime", self.candidate, units={"seconds": round(elapsed / 1000, 3)})
+        facts = capabilities.facts(
+            "realtime", self.candidate, units={"seconds": round(elapsed / 1000, 3), "session_id": self.session_id}
+        )
         facts.latency_ms = elapsed
         # The earlier minutes' holds go back first, so the charge never needs more than was held;
         # should the settlement then fail, the last hold expires uncharged (never a double charge).
@@ -462,7 +467,7 @@ class VoiceSession:
         self.grant, self.caller = grant, caller
         try:
             chain = await capabilities.route(caller, "realtime", {"model": grant.model})
-            meter = SessionMeter(self.base_url, caller, chain[0], grant.expires_at)
+            meter = SessionMeter(self.base_url, caller, chain[0], grant.session_id, grant.expires_at)
             await meter.open()
         except ApiError as exc:
             await self.error(runs.error_payload(exc, "voice"))

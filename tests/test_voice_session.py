@@ -166,6 +166,7 @@ async def test_a_spoken_question_is_transcribed_answered_spoken_back_and_billed_
     assert usd_to_nano(turn["tts_usd"]) == records["tts"].cost_nano > 0
     session = records["realtime"]
     assert session.units["seconds"] == ended["seconds"] > 1
+    assert session.units["session_id"] == issued["session_id"]
     assert (
         session.cost_nano == usd_to_nano(ended["time_cost_usd"]) == await sync_to_async(time_fee_nano)(ended["seconds"])
     )
