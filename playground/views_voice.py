@@ -17,6 +17,8 @@ from playground.views import _caller, _error_status, _json_body, _page
 
 CONSOLE_TTL_SECONDS = 600
 TTL_CHOICES = ((120, "2 minutes"), (300, "5 minutes"), (600, "10 minutes"), (1800, "30 minutes"))
+# OpenAI's voice names: every vendor we route to (the sandbox included) knows them.
+VOICES = ("alloy", "coral", "echo", "fable", "nova", "onyx", "shimmer")
 
 
 @login_required
@@ -28,6 +30,7 @@ def voice_page(request: HttpRequest) -> HttpResponse:
         "playground/voice.html",
         code=voice.code_snippets(base_url),
         ttl_choices=TTL_CHOICES,
+        voices=VOICES,
         default_ttl=CONSOLE_TTL_SECONDS,
     )
 

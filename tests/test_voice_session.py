@@ -410,6 +410,8 @@ def test_the_console_mints_a_token_for_the_current_project():
     grant = voice.read_token(answer["token"])
     assert grant.account_id == account.public_id and grant.project_id == default_project(account).public_id
     assert grant.kind == "voice" and answer["ws_url"] == "ws://testserver/ws/voice/"
+    chosen = client.post("/playground/voice/token/", '{"voice": "nova"}', content_type="application/json").json()
+    assert voice.read_token(chosen["token"]).voice == chosen["voice"] == "nova"
     bad = client.post("/playground/voice/token/", '{"ttl_seconds": 5}', content_type="application/json")
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "ttl_seconds"
 

@@ -33,6 +33,7 @@ function init(root) {
   const talkButton = root.querySelector("[data-talk]");
   const hangupButton = root.querySelector("[data-hangup]");
   const ttlSelect = root.querySelector("[data-ttl]");
+  const voiceSelect = root.querySelector("[data-voice-choice]");
   const meter = root.querySelector("[data-level]");
   const statusEl = root.querySelector("[data-voice-status]");
   const elapsedEl = root.querySelector("[data-elapsed]");
@@ -53,6 +54,7 @@ function init(root) {
     const live = Boolean(session && session.ready && !session.ended);
     startButton.disabled = Boolean(session && !session.ended);
     ttlSelect.disabled = startButton.disabled;
+    voiceSelect.disabled = startButton.disabled;
     talkButton.disabled = !live;
     hangupButton.disabled = !live;
   }
@@ -88,7 +90,10 @@ function init(root) {
     session = { ready: false, ended: false, callsUsd: 0, assistant: null, playing: null };
     phase("starting");
     controls();
-    const issued = await postJson(root.dataset.tokenUrl, { ttl_seconds: Number(ttlSelect.value) });
+    const issued = await postJson(root.dataset.tokenUrl, {
+      ttl_seconds: Number(ttlSelect.value),
+      voice: voiceSelect.value || undefined,
+    });
     if (issued.error) return fail(issued.error);
     try {
       await openMicrophone();

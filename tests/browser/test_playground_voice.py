@@ -83,6 +83,7 @@ def test_a_spoken_turn_is_transcribed_answered_aloud_and_the_session_cost_shown(
     expect(page.get_by_role("button", name="Hang up")).to_be_disabled()
     screenshot(page, "voice-ready-to-start")
 
+    page.get_by_label("Voice", exact=True).select_option("nova")
     page.get_by_role("button", name="Start").click()
     expect(page.locator("[data-voice-status]")).to_have_text(re.compile("^Live"))
     expect(page.get_by_role("button", name="Hang up")).to_be_enabled()
