@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
+from console.keys import shared_cache
 from gateway.models import CatalogModel
 from infrai.lib.money import NANO_PER_USD
 
@@ -87,6 +87,7 @@ class RoutingData:
         """The version in Django's cache (made up if missing, e.g. after a cache flush); None
         when the cache is down, and then only the age limit applies."""
         try:
+            cache = shared_cache()
             version = cache.get(self.VERSION_KEY)
             if version is None:
                 cache.add(self.VERSION_KEY, uuid.uuid4().hex, timeout=None)
@@ -120,7 +121,7 @@ class RoutingData:
     def _move_shared_version(self) -> None:
         self._copy = _Copy(version=None)
         try:
-            cache.set(self.VERSION_KEY, uuid.uuid4().hex, timeout=None)
+            shared_cache().set(self.VERSION_KEY, uuid.uuid4().hex, timeout=None)
         except Exception:
             log.warning(
                 "routing data version not moved (cache down?): other processes keep their copy for up to %s s",
