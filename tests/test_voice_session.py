@@ -165,7 +165,7 @@ async def test_a_spoken_question_is_transcribed_answered_spoken_back_and_billed_
     assert usd_to_nano(turn["chat_usd"]) == records["chat"].cost_nano > 0
     assert usd_to_nano(turn["tts_usd"]) == records["tts"].cost_nano > 0
     session = records["realtime"]
-    assert session.units["seconds"] == ended["seconds"] > 1
+    assert session.units["seconds"] == ended["seconds"] > 0
     assert session.units["session_id"] == issued["session_id"]
     assert (
         session.cost_nano == usd_to_nano(ended["time_cost_usd"]) == await sync_to_async(time_fee_nano)(ended["seconds"])
@@ -346,11 +346,11 @@ async def test_a_dropped_socket_is_settled_once_too():
 
 async def test_the_token_expiry_ends_a_running_session():
     account = await sync_to_async(make_account)(credit_nano=USD)
-    ws, _ = await opened(await sync_to_async(signed)(account, expires_in=2.5))
+    ws, _ = await opened(await sync_to_async(signed)(account, expires_in=4))
     events, code = await closed_with(ws)
     ended = next(e for e in events if e["type"] == "ended")
     assert code == voice.CLOSE_EXPIRED and ended["reason"] == "expired"
-    assert 0.5 < ended["seconds"] < 4
+    assert 0 < ended["seconds"] < 6
     assert await sync_to_async(open_holds)(account) == 0
 
 
@@ -368,7 +368,7 @@ async def test_each_minute_is_held_before_it_starts_and_settled_as_one_charge(mo
     monkeypatch.setattr(voice, "RENEW_BEFORE_SECONDS", 59.5)
     account = await sync_to_async(make_account)(credit_nano=USD)
     ws, _ = await opened(await sync_to_async(signed)(account))
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(2.5)  # the clock looks once a second
     holds = await sync_to_async(lambda: list(Hold.objects.filter(account=account).order_by("created_at")))()
     assert len(holds) >= 2 and all(h.state == HoldState.OPEN for h in holds)
     await ws.send_json_to({"type": "hangup"})
