@@ -87,7 +87,12 @@ TEMPLATES = [
 
 DATABASE_URL = env_str("DATABASE_URL", "")
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
+    # Health checks: a connection the database dropped (restart, failover) is replaced before
+    # use instead of failing the request that drew it; with the pool, psycopg_pool checks each
+    # connection as it is handed out (one round trip). DB_CONN_HEALTH_CHECKS=false skips that.
+    DATABASES = {
+        "default": dj_database_url.parse(DATABASE_URL, conn_health_checks=env_bool("DB_CONN_HEALTH_CHECKS", True))
+    }
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # A bounded pool per process: under ASGI every concurrent request runs its ORM work in
         # its own thread, so without a pool 100 requests would open 100 connections.
