@@ -10,6 +10,8 @@ isolating one cost of the shipped configuration on the `/v1` hot path:
 - `async_commit`: `synchronous_commit=off` on the gateway's connections (what the two
   fsync-bound COMMITs per call cost; a durability trade-off, measured, not recommended as is).
 - `pool_N`: a connection pool of N (the shipped default is 10).
+- `shared_redis`: the Redis cache through bench/shared_redis_cache.py (one client per process)
+  instead of Django's RedisCache, which under ASGI connects to Redis anew for every request.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import os
 
 from infrai.settings.base import *  # noqa: F403
-from infrai.settings.base import DATABASES, LOGGING, MIDDLEWARE
+from infrai.settings.base import CACHES, DATABASES, LOGGING, MIDDLEWARE
 
 VARIANT = {v.strip() for v in os.environ.get("BENCH_VARIANT", "").split(",") if v.strip()}
 
@@ -29,6 +31,9 @@ if "no_middleware" in VARIANT:
 
 if "async_commit" in VARIANT:
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c synchronous_commit=off"
+
+if "shared_redis" in VARIANT and "redis" in CACHES["default"]["BACKEND"].lower():
+    CACHES = {"default": {**CACHES["default"], "BACKEND": "bench.shared_redis_cache.ProcessWideRedisCache"}}  # noqa: F811
 
 for _flag in VARIANT:
     if _flag.startswith("pool_") and "pool" in DATABASES["default"].get("OPTIONS", {}):
