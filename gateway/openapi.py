@@ -532,7 +532,8 @@ def schemas() -> dict[str, Any]:
             "token": s("A signed, short-lived session token."),
             "expires_at": s(format="date-time"),
             "ws_url": s(
-                "The voice session's websocket: open `ws_url?token=...` (or send `{type: start, token}` first); "
+                "The voice session's websocket: open it and send `{type: start, token}` first (`ws_url?token=...` "
+                "works too, but URLs end up in access logs); "
                 "stream 16 kHz mono PCM16 as binary frames; replies arrive as transcript, reply, audio (a binary "
                 "WAV frame) and cost events. Browsers must connect from the console's origin."
             ),

@@ -724,7 +724,7 @@ def code_snippets(base_url: str) -> dict[str, str]:
         f'  -H "Authorization: Bearer {key}" \\\n'
         '  -H "Content-Type: application/json" \\\n'
         "  -d '{\"ttl_seconds\": 300}'\n"
-        f"# then open {ws_url}?token=<token> and stream 16 kHz mono PCM16 as binary frames"
+        f'# then open {ws_url}, send {{"type": "start", "token": "<token>"}} and stream 16 kHz mono PCM16 frames'
     )
     python = f'''import asyncio, httpx, json, websockets  # pip install httpx websockets
 
@@ -735,7 +735,8 @@ session = httpx.post(f"{{BASE}}/v1/ai/voice/session", json={{"ttl_seconds": 300}
 async def main() -> None:
     # question.pcm: 16 kHz mono s16le, e.g. ffmpeg -i question.wav -ar 16000 -ac 1 -f s16le question.pcm
     pcm = open("question.pcm", "rb").read()
-    async with websockets.connect(f"{{session['ws_url']}}?token={{session['token']}}", origin=BASE) as ws:
+    async with websockets.connect(session["ws_url"], origin=BASE) as ws:
+        await ws.send(json.dumps({{"type": "start", "token": session["token"]}}))  # not in the URL: logs keep URLs
         for i in range(0, len(pcm), 640):  # 20 ms frames
             await ws.send(pcm[i:i + 640])
         await ws.send(json.dumps({{"type": "end_turn"}}))
@@ -758,8 +759,9 @@ const session = await (await fetch("{base_url}/v1/ai/voice/session", {{
 }})).json();
 
 // In a browser page served by the console (the socket checks the page's origin):
-const ws = new WebSocket(`${{session.ws_url}}?token=${{encodeURIComponent(session.token)}}`);
+const ws = new WebSocket(session.ws_url);
 ws.binaryType = "arraybuffer";
+ws.onopen = () => ws.send(JSON.stringify({{ type: "start", token: session.token }}));
 ws.onmessage = (event) => {{
   if (typeof event.data !== "string") {{
     new Audio(URL.createObjectURL(new Blob([event.data], {{ type: "audio/wav" }}))).play();

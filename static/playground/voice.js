@@ -100,12 +100,15 @@ function init(root) {
     } catch (error) {
       return fail({ message: `The microphone is unavailable: ${error.message || error.name}.` });
     }
-    session.socket = new PlaygroundSocket(statusEl, onMessage, onLost, {
-      path: `/ws/voice/?token=${encodeURIComponent(issued.token)}`,
+    // The token goes in the first message, not the URL: URLs end up in access logs.
+    const socket = new PlaygroundSocket(statusEl, onMessage, onLost, {
+      path: "/ws/voice/",
       texts: SOCKET_TEXTS,
       binaryType: "arraybuffer",
       reconnect: false,
+      onOpen: () => socket.send({ type: "start", token: issued.token }),
     });
+    session.socket = socket;
   }
 
   async function openMicrophone() {
