@@ -29,6 +29,8 @@ MAX_EMBED_INPUTS = 2048
 MAX_IMAGES = 4
 SIZE_PATTERN = re.compile(r"^(\d{2,4}x\d{2,4}|auto)$")
 AUDIO_FORMATS = ("mp3", "wav", "ogg", "pcm", "opus", "flac")
+# An upper bound for holds: compressed speech is rarely under 8 kB per second.
+MIN_AUDIO_BYTES_PER_SECOND = 8000
 MAX_RERANK_DOCUMENTS = 1000
 
 Call = Callable[[Candidate], Awaitable[tuple[Any, int, UsageFacts]]]
@@ -147,6 +149,20 @@ async def prepare_tts(account: Account, body: dict[str, Any], format_field: str 
         return speech, cost, facts("tts", candidate, units=units)
 
     return Prepared("tts", chain, lambda c: capabilities.per_kchar_nano(c.entry, len(text)), call)
+
+
+async def prepare_asr(account: Account, body: dict[str, Any], audio: bytes, mime: str | None) -> Prepared:
+    language = optional_str(body, "language")
+    chain = await route(account, "asr", body)
+    longest_seconds = len(audio) / MIN_AUDIO_BYTES_PER_SECOND + 1
+
+    async def call(candidate: Candidate) -> tuple[Any, int, UsageFacts]:
+        transcript = await candidate.vendor.asr(candidate.model_name, audio, mime, language, candidate.credential)
+        seconds = transcript.duration_seconds
+        cost = capabilities.charged(candidate, capabilities.per_minute_nano(candidate.entry, seconds))
+        return transcript, cost, facts("asr", candidate, units={"seconds": round(seconds, 3)})
+
+    return Prepared("asr", chain, lambda c: capabilities.per_minute_nano(c.entry, longest_seconds), call)
 
 
 # --- Rerank -----------------------------------------------------------------------------------

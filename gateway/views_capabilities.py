@@ -11,17 +11,14 @@ from django.http import HttpRequest
 
 from gateway import capabilities, files, operations
 from gateway.api import ApiRequestState, api_view_async, field_error, parse_json_body
-from gateway.capabilities import facts, metered, route
+from gateway.capabilities import metered
 from gateway.chat import meta
 from gateway.inputs import media, optional_str, required_str
-from gateway.routing import Candidate
 from gateway.sandbox import tokens
 from gateway.vendors.base import Usage
 from gateway.views_ai import run_idempotent
 
 MAX_IMAGES = operations.MAX_IMAGES
-# An upper bound for holds: compressed speech is rarely under 8 kB per second.
-MIN_AUDIO_BYTES_PER_SECOND = 8000
 
 
 async def run_prepared(
@@ -222,20 +219,8 @@ async def openai_speech(request: HttpRequest, state: ApiRequestState) -> Any:
 async def run_asr(
     request: HttpRequest, state: ApiRequestState, body: dict[str, Any], audio: bytes, mime: str | None
 ) -> capabilities.Served:
-    language = optional_str(body, "language")
-    chain = await route(state.caller, "asr", body)  # type: ignore[arg-type]
-    longest_seconds = len(audio) / MIN_AUDIO_BYTES_PER_SECOND + 1
-
-    async def call(candidate: Candidate) -> tuple[Any, int, Any]:
-        transcript = await candidate.vendor.asr(candidate.model_name, audio, mime, language, candidate.credential)
-        cost = capabilities.charged(
-            candidate, capabilities.per_minute_nano(candidate.entry, transcript.duration_seconds)
-        )
-        return transcript, cost, facts("asr", candidate, units={"seconds": round(transcript.duration_seconds, 3)})
-
-    return await metered(
-        request, state, "asr", chain, lambda c: capabilities.per_minute_nano(c.entry, longest_seconds), call
-    )
+    prepared = await operations.prepare_asr(state.caller.account, body, audio, mime)  # type: ignore[union-attr]
+    return await run_prepared(request, state, prepared)
 
 
 @api_view_async(["POST"])

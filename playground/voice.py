@@ -537,20 +537,13 @@ class VoiceSession:
     # A turn --------------------------------------------------------------------------------
 
     async def _turn(self, pcm16: bytes) -> None:
-        from gateway.views_capabilities import run_asr
-
         assert self.caller is not None and self.grant is not None and self.meter is not None
         await self.send({"type": "thinking"})
         costs = TurnCosts()
         vendor = self.meter.candidate.entry.vendor
         try:
-            heard = await run_asr(
-                self.base_url,  # type: ignore[arg-type]
-                self._state(),
-                {"vendor": vendor},
-                wav_of(pcm16),
-                "audio/wav",
-            )
+            prepared = await operations.prepare_asr(self.caller.account, {"vendor": vendor}, wav_of(pcm16), "audio/wav")
+            heard = await runs.run_prepared(self.base_url, self._state(), prepared)  # type: ignore[arg-type]
             costs.asr_nano = self._charged(heard.cost_nano)
             text = heard.result.text.strip()
             await self.send({"type": "transcript", "role": "user", "text": text})
