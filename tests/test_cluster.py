@@ -1,7 +1,8 @@
 """The `make cluster` deployment (devtools/cluster.py), started the way `make cluster` starts it,
 on the test database: 2 daphne processes, 2 job workers and housekeeping behind the balancer.
 
-Needs PostgreSQL and Redis (several processes share the database and the channel layer)."""
+The cluster needs PostgreSQL and Redis (several processes share the database and the channel
+layer); the balancer's own test runs anywhere."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from django.test import Client
 from batches.models import Batch, BatchItem
 from billing import ledger
 from billing.models import Hold, HoldState, UsageRecord
+from devtools.balancer import RoundRobinBalancer
 from devtools.cluster import free_port
 from gateway import catalog
 from gateway.models import CatalogModel
@@ -209,3 +211,30 @@ def test_one_hundred_paid_calls_over_both_processes_spend_exactly_the_credit(clu
     balance = ledger.get_balance(account)
     assert (balance.balance_nano, balance.held_nano) == (credit - affordable * cost_per_call, 0)
     assert ledger.check_consistency() == []
+
+
+async def test_the_balancer_alternates_backends_and_skips_one_that_refuses():
+    """The balancer alone (any database): round robin, and a dead backend costs no failed call."""
+
+    async def backend(name: bytes) -> asyncio.Server:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(name), name))
+            await writer.drain()
+            writer.close()
+
+        return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+    first, second = await backend(b"first"), await backend(b"second")
+    dead_port = free_port()
+    ports = [server.sockets[0].getsockname()[1] for server in (first, second)]
+    balancer = RoundRobinBalancer([("127.0.0.1", ports[0]), ("127.0.0.1", dead_port), ("127.0.0.1", ports[1])])
+    front = await asyncio.start_server(balancer.handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{front.sockets[0].getsockname()[1]}/"
+    try:
+        async with httpx.AsyncClient() as client:
+            answers = [(await client.get(url, headers={"Connection": "close"})).text for _ in range(4)]
+    finally:
+        for server in (front, first, second):
+            server.close()
+    assert answers == ["first", "second", "first", "second"]
