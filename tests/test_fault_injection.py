@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx
 import psycopg
 import pytest
@@ -211,6 +212,28 @@ async def test_a_broken_stream_is_charged_for_what_was_delivered_and_its_retry_o
 # --- Redis unavailable --------------------------------------------------------------------------
 
 
+def session_cookie(account) -> str:
+    client = Client()
+    client.force_login(account.owner)
+    return client.cookies["sessionid"].value
+
+
+async def websocket_outcome(url: str, cookie: str) -> str:
+    """What a page's /ws/events/ connection gets: "open" (its hello), "closed" or "refused"."""
+    async with aiohttp.ClientSession() as session:
+        try:
+            socket = await session.ws_connect(
+                url.replace("http", "ws") + "/ws/events/",
+                headers={"Origin": url, "Cookie": f"sessionid={cookie}"},
+                timeout=aiohttp.ClientWSTimeout(ws_close=10),
+            )
+        except aiohttp.WSServerHandshakeError:
+            return "refused"
+        message = await socket.receive(timeout=10)
+        await socket.close()
+        return "open" if message.type == aiohttp.WSMsgType.TEXT else "closed"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_with_redis_killed_the_api_keeps_serving_and_a_jobs_page_falls_back_to_polling(tmp_path):
     account = make_account(credit_nano=USD)
@@ -224,6 +247,7 @@ def test_with_redis_killed_the_api_keeps_serving_and_a_jobs_page_falls_back_to_p
             hit = httpx.post(url + "/v1/ai/chat", json=cached_call, headers=auth, timeout=30)
             assert first.status_code == hit.status_code == 200
             assert hit.json()["_metadata"]["cache_hit"] is True, "the cache is Redis, and it is up"
+            assert asyncio.run(websocket_outcome(url, session_cookie(account))) == "open"
 
             redis.kill()
             started = time.monotonic()
@@ -231,6 +255,10 @@ def test_with_redis_killed_the_api_keeps_serving_and_a_jobs_page_falls_back_to_p
             assert [r.status_code for r in after] == [200] * 5
             assert {r.json()["_metadata"]["cache_hit"] for r in after} == {False}, "the cache fails open"
             assert time.monotonic() - started < 15, "a dead Redis must not stall each call"
+
+            # The page's websocket cannot join its group: it is closed at once (not left hanging),
+            # and the page polls instead (static/playground/common.js).
+            assert asyncio.run(websocket_outcome(url, session_cookie(account))) in {"closed", "refused"}
 
             submitted = httpx.post(
                 url + "/v1/ai/batch/submit",
