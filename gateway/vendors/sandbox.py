@@ -8,8 +8,12 @@ ending in `-fail-429`, `-fail-500`, `-timeout` or `-cut-stream[-N]` (e.g.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import re
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, ClassVar
 
 from django.conf import settings
@@ -56,6 +60,41 @@ def engine_model(request: ChatRequest) -> str:
     return f"{request.model}-{directive}" if directive else request.model
 
 
+_asr_pool: ProcessPoolExecutor | None = None
+_asr_pool_lock = threading.Lock()
+
+
+def _asr_processes() -> ProcessPoolExecutor | None:
+    global _asr_pool  # noqa: PLW0603 - one pool per server process, made on first use
+    workers = settings.SANDBOX_ASR_PROCESSES
+    if workers <= 0:
+        return None
+    with _asr_pool_lock:
+        if _asr_pool is None:
+            # spawn, not fork: a forked copy of a threaded server (daphne, asgiref's executors) may deadlock.
+            _asr_pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        return _asr_pool
+
+
+async def transcribe_elsewhere(audio: bytes, mime: str | None, language: str) -> Any:
+    """pocketsphinx holds the GIL while it decodes (about a second per utterance), which would
+    stall every socket and call this server process is handling: decode in a worker process
+    (SANDBOX_ASR_PROCESSES, default 1; 0 decodes in a thread here)."""
+    global _asr_pool  # noqa: PLW0603
+    from gateway.sandbox import speech
+
+    pool = _asr_processes()
+    if pool is None:
+        return await asyncio.to_thread(speech.transcribe, audio, mime, language)
+    try:
+        return await asyncio.get_running_loop().run_in_executor(pool, speech.transcribe, audio, mime, language)
+    except BrokenProcessPool as exc:
+        with _asr_pool_lock:
+            if _asr_pool is pool:
+                _asr_pool = None  # the next call starts a fresh worker
+        raise sandbox_errors.SandboxUnavailable("the speech recognition worker stopped; try again") from exc
+
+
 def _map_error(exc: sandbox_errors.SandboxError) -> VendorError:
     if isinstance(exc, sandbox_errors.SandboxTimeout):
         return timeout_error("sandbox")
@@ -78,7 +117,9 @@ class Sandbox(Vendor):
 
     async def chat(self, request: ChatRequest, credential: Credential) -> ChatResult:
         try:
-            result = sandbox_chat.generate_reply(
+            # In a thread: the first call of a process loads the tokenizer (a fraction of a second).
+            result = await asyncio.to_thread(
+                sandbox_chat.generate_reply,
                 request.messages,
                 model=engine_model(request),
                 max_tokens=request.max_tokens,
@@ -165,10 +206,9 @@ class Sandbox(Vendor):
     async def asr(
         self, model: str, audio: bytes, mime: str | None, language: str | None, credential: Credential
     ) -> Transcript:
-        from gateway.sandbox import speech
 
         try:
-            result = await asyncio.to_thread(speech.transcribe, audio, mime, language or "en")
+            result = await transcribe_elsewhere(audio, mime, language or "en")
         except sandbox_errors.SandboxError as exc:
             raise _map_error(exc) from exc
         return Transcript(result["text"], result["language"], result["duration"], [dict(s) for s in result["segments"]])

@@ -279,6 +279,8 @@ OPENAI_COMPATIBLE_BASE_URL = env_str("OPENAI_COMPATIBLE_BASE_URL", "")
 # The sandbox serves every capability offline; it is on unless switched off.
 SANDBOX_ENABLED = env_bool("SANDBOX_ENABLED", True)
 SANDBOX_TOKENS_PER_SECOND = env_int("SANDBOX_TOKENS_PER_SECOND", 60)
+# Speech recognition decodes in this many worker processes (pocketsphinx holds the GIL); 0: in a thread.
+SANDBOX_ASR_PROCESSES = env_int("SANDBOX_ASR_PROCESSES", 1)
 CNY_PER_USD: Decimal = env_decimal("CNY_PER_USD", "7.20")
 HOLD_TTL_SECONDS = env_int("HOLD_TTL_SECONDS", 900)
 CHAT_CACHE_TTL_SECONDS = env_int("CHAT_CACHE_TTL_SECONDS", 3600)
