@@ -652,3 +652,15 @@ def espeak_data_path() -> Path | None:
     """Where the espeak-ng voice data in use lives (``None``: the system library's default)."""
     path = _locate_espeak()[1]
     return Path(path) if path else None
+
+
+def die_with_parent() -> None:
+    """Initializer of a recognition worker process: end it when the server that spawned it dies
+    (even by SIGKILL), instead of leaving it behind (Linux; elsewhere a no-op)."""
+    import signal
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

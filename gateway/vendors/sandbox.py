@@ -72,7 +72,10 @@ def _asr_processes() -> ProcessPoolExecutor | None:
     with _asr_pool_lock:
         if _asr_pool is None:
             # spawn, not fork: a forked copy of a threaded server (daphne, asgiref's executors) may deadlock.
-            _asr_pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            from gateway.sandbox.speech import die_with_parent
+
+            context = multiprocessing.get_context("spawn")
+            _asr_pool = ProcessPoolExecutor(workers, mp_context=context, initializer=die_with_parent)
         return _asr_pool
 
 

@@ -7,6 +7,7 @@ call of the process for about a second per utterance.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 
 import pytest
@@ -62,3 +63,36 @@ async def test_bad_audio_is_still_a_clear_400_from_the_worker(settings):
     with pytest.raises(VendorError) as refused:
         await Sandbox().asr("sandbox-asr", b"not audio at all", "audio/wav", "en", SANDBOX_CREDENTIAL)
     assert refused.value.status == 400
+
+
+def test_a_recognition_worker_ends_when_its_server_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, sys\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "import multiprocessing\n"
+        "from gateway.sandbox.speech import die_with_parent\n"
+        "pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn'), initializer=die_with_parent)\n"
+        "print(pool.submit(os.getpid).result(), flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
+    )
+    worker = int(server.stdout.readline())
+    server.send_signal(signal.SIGKILL)
+    server.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(worker, os.WNOHANG)
+        time.sleep(0.05)
+    pytest.fail(f"the worker {worker} outlived its killed server")
