@@ -225,14 +225,16 @@ def time_steps(key: str, calls: int) -> dict[str, dict[str, float]]:
         ledger._close_hold_in_steps(hold, HoldState.SETTLED, cost, None, record)  # noqa: SLF001
 
     steps = {
-        "authenticate (key lookup; last_used touched once a minute)": timed(lambda: api.authenticate(request)),
+        "authenticate (key from the cache, rate limiter; last_used touched once a minute)": timed(
+            lambda: api.authenticate(request)
+        ),
         "hash_key (HMAC-SHA256 of the key)": timed(lambda: keys.hash_key(key)),
         "parse_chat_params": timed(lambda: chat.parse_chat_params(BODY, request)),
-        "plan (routing: catalog + BYOK lookups, token count)": timed(lambda: chat.plan(caller, params)),
-        "↳ routing.candidates (3 catalog SELECTs + the BYOK SELECT)": timed(
+        "plan (routing, token count)": timed(lambda: chat.plan(caller, params)),
+        "↳ routing.candidates (catalog and BYOK vendors from this process's copy)": timed(
             lambda: routing.candidates(caller.account, "chat", model="deepseek-chat")
         ),
-        "↳ byok.credential_for (the BYOK SELECT, none found)": timed(
+        "↳ byok.credential_for called directly (the BYOK SELECT routing now skips)": timed(
             lambda: byok.credential_for(caller.account, "openai_compatible")
         ),
         "↳ prompt_tokens_of (tiktoken)": timed(lambda: chat.prompt_tokens_of(params)),
