@@ -206,19 +206,33 @@ def plan_for_account(account: Account, params: ChatParams) -> Plan:
     return Plan(chain=chain, prompt_tokens=prompt_tokens, hold_nano=hold)
 
 
-async def take_hold(
+def take_hold_sync(
     origin: metering.Origin, caller: Caller, state: ApiRequestState, the_plan: Plan, params: ChatParams
 ) -> Hold:
     """Hold enough for failover too; if only the primary is affordable, go without failover."""
     try:
-        return await metering.hold_or_402(origin, caller, state.request_id, the_plan.hold_nano, "chat")
+        return metering.hold_or_402_sync(origin, caller, state.request_id, the_plan.hold_nano, "chat")
     except ApiError:
         primary_only = worst_case_charge_nano(the_plan.chain[0], the_plan.prompt_tokens, params)
         if len(the_plan.chain) == 1 or primary_only == the_plan.hold_nano:
             raise
         the_plan.chain = the_plan.chain[:1]
         the_plan.hold_nano = primary_only
-        return await metering.hold_or_402(origin, caller, state.request_id, primary_only, "chat")
+        return metering.hold_or_402_sync(origin, caller, state.request_id, primary_only, "chat")
+
+
+async def take_hold(
+    origin: metering.Origin, caller: Caller, state: ApiRequestState, the_plan: Plan, params: ChatParams
+) -> Hold:
+    return await sync_to_async(take_hold_sync)(origin, caller, state, the_plan, params)
+
+
+def plan_and_hold(
+    origin: metering.Origin, caller: Caller, state: ApiRequestState, params: ChatParams
+) -> tuple[Plan, Hold]:
+    """Route and hold in one trip to a thread: each sync_to_async hand-off costs CPU on the hot path."""
+    the_plan = plan(caller, params)
+    return the_plan, take_hold_sync(origin, caller, state, the_plan, params)
 
 
 def chat_request(candidate: Candidate, params: ChatParams) -> ChatRequest:
@@ -302,13 +316,15 @@ async def _cache_set(key: str, value: dict[str, Any]) -> None:
 
 async def run_chat(origin: metering.Origin, caller: Caller, state: ApiRequestState, params: ChatParams) -> ChatOutcome:
     """A plain chat call. `origin`: the HTTP request, or the console's base URL (for 402 links)."""
-    the_plan = await sync_to_async(plan)(caller, params)
     use_cache = params.cache_strategy == "infrai"
     if use_cache:
+        the_plan = await sync_to_async(plan)(caller, params)
         cached = await _cache_get(cache_key(caller, params))
         if cached is not None:
             return await _cache_hit(origin, caller, state, the_plan, cached)
-    hold = await take_hold(origin, caller, state, the_plan, params)
+        hold = await take_hold(origin, caller, state, the_plan, params)
+    else:
+        the_plan, hold = await sync_to_async(plan_and_hold)(origin, caller, state, params)
     last_error: VendorError | None = None
     for candidate in the_plan.chain:
         try:
@@ -371,8 +387,7 @@ async def open_stream(
     """Validate, route and hold before the response starts (so errors are plain JSON), then stream.
 
     `origin`: the HTTP request, or the console's base URL (for 402 links)."""
-    the_plan = await sync_to_async(plan)(caller, params)
-    hold = await take_hold(origin, caller, state, the_plan, params)
+    the_plan, hold = await sync_to_async(plan_and_hold)(origin, caller, state, params)
     return _stream(caller, state, params, the_plan, hold)
 
 

@@ -66,11 +66,16 @@ def _hold(caller: Caller, request_id: str, amount_nano: int, memo: str) -> Hold:
     )
 
 
-async def hold_or_402(origin: Origin, caller: Caller, request_id: str, amount_nano: int, memo: str) -> Hold:
+def hold_or_402_sync(origin: Origin, caller: Caller, request_id: str, amount_nano: int, memo: str) -> Hold:
+    """`hold_or_402` for code already running in a thread."""
     try:
-        return await sync_to_async(_hold)(caller, request_id, amount_nano, memo)
+        return _hold(caller, request_id, amount_nano, memo)
     except ledger.InsufficientCredit as refused:
         raise insufficient_credit_error(origin, refused) from refused
+
+
+async def hold_or_402(origin: Origin, caller: Caller, request_id: str, amount_nano: int, memo: str) -> Hold:
+    return await sync_to_async(hold_or_402_sync)(origin, caller, request_id, amount_nano, memo)
 
 
 def usage_record(caller: Caller, request_id: str, cost_nano: int, facts: UsageFacts) -> UsageRecord:
