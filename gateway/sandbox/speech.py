@@ -656,11 +656,16 @@ def espeak_data_path() -> Path | None:
 
 def die_with_parent() -> None:
     """Initializer of a recognition worker process: end it when the server that spawned it dies
-    (even by SIGKILL), instead of leaving it behind (Linux; elsewhere a no-op)."""
-    import signal
+    (even by SIGKILL) instead of leaving it behind. A watcher thread, not PR_SET_PDEATHSIG: that
+    fires when the spawning *thread* ends, and event loops in short-lived threads spawn these."""
+    import os
+    import time
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()

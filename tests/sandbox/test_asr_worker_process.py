@@ -96,3 +96,21 @@ def test_a_recognition_worker_ends_when_its_server_is_killed(tmp_path):
             os.waitpid(worker, os.WNOHANG)
         time.sleep(0.05)
     pytest.fail(f"the worker {worker} outlived its killed server")
+
+
+def test_the_worker_outlives_the_thread_whose_event_loop_started_it(spoken, settings):
+    # Django's test client and async_to_sync run each request's loop in a thread that then ends.
+    import threading
+
+    settings.SANDBOX_ASR_PROCESSES = 1
+    heard: list[str] = []
+
+    def one_request() -> None:
+        transcript = asyncio.run(Sandbox().asr("sandbox-asr", spoken, "audio/wav", "en", SANDBOX_CREDENTIAL))
+        heard.append(transcript.text)
+
+    for _ in range(2):
+        thread = threading.Thread(target=one_request)
+        thread.start()
+        thread.join(60)
+    assert len(heard) == 2 and all(text.strip() for text in heard)
