@@ -29,6 +29,7 @@ from gateway.routing import Candidate
 from gateway.sandbox import tokens
 from gateway.vendors.base import ChatRequest, ChatResult, Usage, VendorError
 from infrai.lib.money import format_usd
+from infrai.lib.redact import redact_secret
 
 log = logging.getLogger(__name__)
 CACHE_STRATEGIES = ("vendor", "infrai", "none")
@@ -37,9 +38,7 @@ ROLES = ("system", "user", "assistant", "tool", "developer")
 
 def scrubbed(error: VendorError, candidate: Candidate) -> VendorError:
     """The vendor's error without the caller's key in it (an upstream may echo it back)."""
-    secret = candidate.credential.api_key
-    if secret and secret in error.message:
-        error.message = error.message.replace(secret, "[redacted]")
+    error.message = redact_secret(error.message, candidate.credential.api_key)
     return error
 
 

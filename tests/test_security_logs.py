@@ -237,20 +237,7 @@ def test_byok_keys_that_a_failing_upstream_echoes_never_reach_the_logs_answers_o
         )
 
 
-CHAT_ECHOES = [
-    "full",
-    *(
-        pytest.param(
-            echo,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="gateway/chat.py scrubbed() replaces only the whole key; it should call "
-                "infrai.lib.redact.redact_secret as gateway/byok.py does (chat.py is another engineer's now)",
-            ),
-        )
-        for echo in ("truncated", "suffix")
-    ),
-]
+CHAT_ECHOES = ["full", "truncated", "suffix"]
 
 
 @pytest.mark.parametrize("echo", CHAT_ECHOES)
