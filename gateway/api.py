@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 
 from console import keys
@@ -161,6 +162,16 @@ def _check_method(request: HttpRequest, methods: list[str], path_params: dict[st
         _check_json(value, name, 0)
 
 
+def _database_unavailable(state: ApiRequestState) -> HttpResponseBase:
+    """A database error on the way (PostgreSQL restarting, the pool out of connections) is a
+    retryable 503 with the API's error body, not Django's HTML 500 page."""
+    log.warning("database unavailable for request %s", state.request_id, exc_info=True)
+    error = ApiError(503, "SERVICE_UNAVAILABLE", "The database is unavailable; retry shortly.", retry_after_seconds=2)
+    response = _error_response(state, error)
+    response["Retry-After"] = "2"
+    return response
+
+
 def _error_response(state: ApiRequestState, exc: ApiError) -> HttpResponseBase:
     vendor = exc.extra.get("vendor")
     return exc.response(state.request_id, metadata(state, **({"vendor": vendor} if vendor else {})))
@@ -194,6 +205,8 @@ def api_view(methods: list[str], *, auth: bool = True) -> Callable[[Callable[...
                 result = view(request, state, *args, **kwargs)
             except ApiError as exc:
                 return _error_response(state, exc)
+            except (OperationalError, InterfaceError):
+                return _database_unavailable(state)
             return _response(state, result)
 
         wrapper.csrf_exempt = True  # type: ignore[attr-defined]
@@ -217,6 +230,8 @@ def api_view_async(methods: list[str]) -> Callable[[Callable[..., Any]], Callabl
                 result = await view(request, state, *args, **kwargs)
             except ApiError as exc:
                 return _error_response(state, exc)
+            except (OperationalError, InterfaceError):
+                return _database_unavailable(state)
             return _response(state, result)
 
         wrapper.csrf_exempt = True  # type: ignore[attr-defined]

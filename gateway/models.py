@@ -15,6 +15,7 @@ class IdempotencyRecord(models.Model):
     request_hash = models.CharField(max_length=64)
     status_code = models.PositiveSmallIntegerField(null=True)
     response = models.JSONField(null=True)
+    request_id = models.CharField(max_length=36, blank=True, default="", help_text="The call that claimed the key")
     created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(db_index=True)
 

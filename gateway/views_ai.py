@@ -38,7 +38,7 @@ def streaming_response(events: AsyncIterator[bytes]) -> StreamingHttpResponse:
 
 
 async def claim_idempotency(
-    request: HttpRequest, caller: Caller, scope: str, body: dict[str, Any]
+    request: HttpRequest, caller: Caller, scope: str, body: dict[str, Any], request_id: str = ""
 ) -> IdempotencyRecord | dict[str, Any] | None:
     """Claim the call's idempotency key (explicit, or derived from a client request id)."""
     key = idempotency.explicit_key(request, body, required=False)
@@ -47,7 +47,7 @@ async def claim_idempotency(
         if not client_request_id:
             return None  # a fresh request id would derive a key nothing can ever repeat
         key = idempotency.derived_key(caller.account, str(client_request_id), scope, body)
-    return await sync_to_async(idempotency.claim)(caller.account, scope, key, body)
+    return await sync_to_async(idempotency.claim)(caller.account, scope, key, body, request_id)
 
 
 def chat_json(outcome: ChatOutcome) -> dict[str, Any]:
@@ -80,7 +80,7 @@ async def run_idempotent(
 ) -> dict[str, Any]:
     caller = state.caller
     assert caller is not None
-    claim = await claim_idempotency(request, caller, scope, body)
+    claim = await claim_idempotency(request, caller, scope, body, state.request_id)
     if isinstance(claim, dict):
         return replayed(claim, state)
     try:
@@ -124,7 +124,7 @@ async def idempotent_stream(
     a first call stores its reply once the final event is out; a stream that breaks stores nothing."""
     caller = state.caller
     assert caller is not None
-    claim = await claim_idempotency(request, caller, scope, body)
+    claim = await claim_idempotency(request, caller, scope, body, state.request_id)
     if isinstance(claim, dict):
         return _replayed_events(claim, state)
     try:

@@ -5,9 +5,10 @@ with the same idempotency key after a failure charged exactly once.
 Here: upstream 429 and 500 with failover and without, an upstream timeout, a stream cut mid-way,
 a malformed SSE event (SIMULATED upstreams: tests/fakes/openai_upstream.py, a real HTTP server on
 loopback); a private Redis killed under a running daphne and worker; a private PostgreSQL
-restarted (and stopped) under two daphne processes with calls in flight. Three strict xfails
-record what the database faults still get wrong (HTML 500s, idempotency keys stuck "in
-progress", a call charged although it answered 500); each names its cause.
+restarted (and stopped) under two daphne processes with calls in flight: a call while the
+database is down answers a JSON 503; an idempotency key whose call died unanswered runs again
+if nothing was charged (after the hold's lifetime); a charged call's answer is stored through
+the restart, so its retry replays it.
 
 Proven elsewhere, not repeated here:
 - a worker killed with SIGKILL mid-item loses nothing and charges nothing twice:
@@ -471,11 +472,6 @@ def test_after_a_restart_the_first_calls_on_each_process_succeed(postgres_deploy
     assert [o.status for o in after] == [200] * 8, [(o.status, o.body) for o in after]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/api.py's view wrappers let django.db.DatabaseError through, so Django answers "
-    "its HTML 'Server Error (500)' page instead of a JSON error with a code",
-)
 def test_with_postgres_down_a_call_gets_a_json_503_not_an_html_page(postgres_deployment):
     deployment = postgres_deployment
     deployment.server.stop()
@@ -490,12 +486,6 @@ def test_with_postgres_down_a_call_gets_a_json_503_not_an_html_page(postgres_dep
     assert outcome.body is not None and outcome.body["error"]["code"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a call that fails while the database is away cannot abandon() its idempotency claim, so "
-    "the key stays 'in progress' and every retry gets 409 IDEMPOTENCY_IN_PROGRESS for the whole "
-    "window (24 h) instead of running once",
-)
 def test_a_call_cut_before_its_charge_is_released_and_its_retry_is_answered_once(postgres_deployment):
     deployment = postgres_deployment
     charged_before = set(deployment.ledger_report()["charges"])
@@ -535,13 +525,6 @@ def test_a_call_cut_before_its_charge_is_released_and_its_retry_is_answered_once
     assert set(report["charges"]) - charged_before - deployment.probes == {request_id_of(retries[0])}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the charge (metering.settle_call) and the stored answer (idempotency.complete) commit in "
-    "separate transactions: when the connection dies between them, the caller gets a 500 yet is "
-    "charged, and the key stays 'in progress', so every retry gets 409 IDEMPOTENCY_IN_PROGRESS for "
-    "the whole window (24 h) and never the answer",
-)
 def test_a_call_charged_just_before_the_restart_is_answered_on_retry(postgres_deployment):
     deployment = postgres_deployment
     wait_until_serving(deployment)
