@@ -461,7 +461,7 @@ def render(report: dict[str, Any]) -> str:
             "",
             "Each row removes one more cost through bench/settings_variant.py (bench-only settings; the app is "
             "unchanged): `+Redis client kept per process` swaps Django's RedisCache for "
-            "bench/shared_redis_cache.py (Django's connects to Redis anew for every ASGI request, which the "
+            "infrai/cache.py (Django's connects to Redis anew for every ASGI request, which the "
             "rate limiter pays), `-fsync` sets `synchronous_commit=off` on the gateway's connections (measures "
             "the two COMMITs' disk flushes; not a recommendation). Same interleaving; added = minus direct in "
             "the same round.",

@@ -10,7 +10,7 @@ isolating one cost of the shipped configuration on the `/v1` hot path:
 - `async_commit`: `synchronous_commit=off` on the gateway's connections (what the two
   fsync-bound COMMITs per call cost; a durability trade-off, measured, not recommended as is).
 - `pool_N`: a connection pool of N (the shipped default is 10).
-- `shared_redis`: the Redis cache through bench/shared_redis_cache.py (one client per process)
+- `shared_redis`: the Redis cache through infrai/cache.py (one client per process)
   instead of Django's RedisCache, which under ASGI connects to Redis anew for every request.
 """
 
@@ -33,7 +33,7 @@ if "async_commit" in VARIANT:
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c synchronous_commit=off"
 
 if "shared_redis" in VARIANT and "redis" in CACHES["default"]["BACKEND"].lower():
-    CACHES = {"default": {**CACHES["default"], "BACKEND": "bench.shared_redis_cache.ProcessWideRedisCache"}}  # noqa: F811
+    CACHES = {"default": {**CACHES["default"], "BACKEND": "infrai.cache.ProcessWideRedisCache"}}  # noqa: F811
 
 for _flag in VARIANT:
     if _flag.startswith("pool_") and "pool" in DATABASES["default"].get("OPTIONS", {}):

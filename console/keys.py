@@ -92,7 +92,7 @@ setting_changed.connect(_caches_setting_changed, dispatch_uid="shared-cache-sett
 
 
 def cache_seconds() -> int:
-    return int(getattr(settings, "API_KEY_CACHE_SECONDS", 30))
+    return settings.API_KEY_CACHE_SECONDS
 
 
 def _entry_name(key_hash: str) -> str:

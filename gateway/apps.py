@@ -15,3 +15,6 @@ class GatewayConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_load_catalog, sender=self)
+        # Connects the signals that drop cached catalog/BYOK copies when they change, in every
+        # process (a worker or a shell may save before anything imported the module).
+        import gateway.routing  # noqa: F401

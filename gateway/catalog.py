@@ -81,7 +81,7 @@ class RoutingData:
 
     @staticmethod
     def max_age() -> float:
-        return float(getattr(settings, "ROUTING_CACHE_SECONDS", 60))
+        return float(settings.ROUTING_CACHE_SECONDS)
 
     def _shared_version(self) -> str | None:
         """The version in Django's cache (made up if missing, e.g. after a cache flush); None

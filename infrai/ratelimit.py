@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 
 log = logging.getLogger(__name__)
 
@@ -18,14 +20,7 @@ def hit(scope: str, key: str, limit: int, window_seconds: int) -> bool:
     window = int(time.time() // window_seconds)
     cache_key = f"rl:{scope}:{key}:{window}"
     try:
-        if cache.add(cache_key, 1, timeout=window_seconds + 5):
-            count = 1
-        else:
-            try:
-                count = cache.incr(cache_key)
-            except ValueError:  # expired between add and incr
-                cache.add(cache_key, 1, timeout=window_seconds + 5)
-                count = 1
+        count = _count(cache_key, window_seconds + 5)
     except Exception:
         log.warning("rate limiter unavailable; allowing %s", scope, exc_info=True)
         return True
@@ -34,3 +29,27 @@ def hit(scope: str, key: str, limit: int, window_seconds: int) -> bool:
 
 def seconds_left_in_window(window_seconds: int) -> int:
     return window_seconds - int(time.time()) % window_seconds
+
+
+def _redis(backend: Any) -> Any:
+    """The Redis client behind Django's cache, when the cache is Redis."""
+    return backend._cache.get_client(write=True) if isinstance(backend, RedisCache) else None  # noqa: SLF001
+
+
+def _count(cache_key: str, ttl_seconds: int) -> int:
+    client = _redis(caches["default"])
+    if client is not None:
+        # One round trip on the hot path: increment and (re)arm the expiry together.
+        pipe = client.pipeline(transaction=False)
+        name = cache.make_key(cache_key)
+        pipe.incr(name)
+        pipe.expire(name, ttl_seconds)
+        count, _ = pipe.execute()
+        return int(count)
+    if cache.add(cache_key, 1, timeout=ttl_seconds):
+        return 1
+    try:
+        return int(cache.incr(cache_key))
+    except ValueError:  # expired between add and incr
+        cache.add(cache_key, 1, timeout=ttl_seconds)
+        return 1

@@ -117,7 +117,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL", "")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {"default": {"BACKEND": "infrai.cache.ProcessWideRedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
@@ -283,6 +283,12 @@ SANDBOX_TOKENS_PER_SECOND = env_int("SANDBOX_TOKENS_PER_SECOND", 60)
 SANDBOX_ASR_PROCESSES = env_int("SANDBOX_ASR_PROCESSES", 1)
 CNY_PER_USD: Decimal = env_decimal("CNY_PER_USD", "7.20")
 HOLD_TTL_SECONDS = env_int("HOLD_TTL_SECONDS", 900)
+# How long a process trusts its cached copy of a project key, and of the catalog and an account's
+# BYOK vendors. Changes reach every process at once through Redis; without Redis, other
+# processes see a revoked key after up to API_KEY_CACHE_SECONDS and catalog/BYOK changes after
+# up to ROUTING_CACHE_SECONDS.
+API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 30)
+ROUTING_CACHE_SECONDS = env_int("ROUTING_CACHE_SECONDS", 60)
 CHAT_CACHE_TTL_SECONDS = env_int("CHAT_CACHE_TTL_SECONDS", 3600)
 
 # --- Jobs -----------------------------------------------------------------------------------

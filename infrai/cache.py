@@ -1,5 +1,5 @@
-"""A Django Redis cache backend that keeps its connections for the life of the process (bench-only,
-for bench/settings_variant.py's `shared_redis` variant; proposed for infrai/settings/base.py).
+"""A Django Redis cache backend that keeps its connections for the life of the process: the
+backend of CACHES when REDIS_URL is set (infrai/settings/base.py).
 
 Django's `django.core.cache.cache` is a context-local, so under ASGI every request gets a new
 RedisCache, whose new RedisCacheClient makes a new connection pool: one TCP connection to Redis
