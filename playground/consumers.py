@@ -23,6 +23,17 @@ def _account_id_for(user: Any) -> str | None:
     return account.public_id if account else None
 
 
+class JsonObjectsConsumer(AsyncJsonWebsocketConsumer):
+    """A JSON consumer that hands text which is not JSON on as None, for the session to answer."""
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        try:
+            return await super().decode_json(text_data)
+        except ValueError:
+            return None  # answered as "Send a JSON object."
+
+
 class AccountEventsConsumer(AsyncJsonWebsocketConsumer):
     """Live updates for the signed-in user's pages: job state changes, balance changes."""
 
@@ -46,7 +57,7 @@ class AccountEventsConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"event": message["event"], "payload": message["payload"]})
 
 
-class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
+class PlaygroundConsumer(JsonObjectsConsumer):
     """Chat and compare runs for the signed-in user, billed to their current project."""
 
     session: PlaygroundSession | None = None
@@ -68,15 +79,8 @@ class PlaygroundConsumer(AsyncJsonWebsocketConsumer):
         if self.session is not None:
             await self.session.close()
 
-    @classmethod
-    async def decode_json(cls, text_data: str) -> Any:
-        try:
-            return await super().decode_json(text_data)
-        except ValueError:
-            return None  # answered as "Send a JSON object."
 
-
-class VoiceConsumer(AsyncJsonWebsocketConsumer):
+class VoiceConsumer(JsonObjectsConsumer):
     """A realtime voice session opened by a session token (no console sign-in needed): JSON
     control messages, binary 16 kHz PCM16 audio in, binary WAV replies out."""
 
@@ -112,10 +116,3 @@ class VoiceConsumer(AsyncJsonWebsocketConsumer):
 
     async def _close(self, code: int) -> None:
         await self.close(code=code)
-
-    @classmethod
-    async def decode_json(cls, text_data: str) -> Any:
-        try:
-            return await super().decode_json(text_data)
-        except ValueError:
-            return None  # answered as "Send a JSON object."

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
-from tests.browser.conftest import REPO, LiveServer, Mailbox
+from tests.browser.conftest import REPO, LiveServer
+from tests.browser.test_playground import sign_in
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -60,16 +61,6 @@ def account_with_key(server: LiveServer) -> tuple[str, str]:
     manage(server, "create_account", email, "--credit-usd", "5")
     key = manage(server, "create_project_key", email).strip().splitlines()[-1]
     return email, key
-
-
-def sign_in(page: Page, server: LiveServer, email: str) -> None:
-    page.goto(server.url + "/login/")
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_role("button", name="E-mail me a sign-in link").click()
-    expect(page.get_by_role("heading", name="Check your e-mail")).to_be_visible()
-    page.goto(Mailbox(server.mail_dir).link(email))
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
 
 
 def api(server: LiveServer, key: str, path: str, body: dict) -> dict:
