@@ -18,11 +18,14 @@
 
   const region = () => document.querySelector("[data-refresh-region]");
 
+  // Live mode still looks once a minute, in case an event was missed while the socket reconnected.
+  const LIVE_BACKUP_SECONDS = 60;
+
   function setMode(mode) {
     status.dataset.mode = mode;
     text.textContent = mode === "live" ? "Live" : `Refreshing every ${seconds} s`;
     clearInterval(pollTimer);
-    pollTimer = mode === "live" ? null : setInterval(poll, seconds * 1000);
+    pollTimer = setInterval(poll, (mode === "live" ? LIVE_BACKUP_SECONDS : seconds) * 1000);
   }
 
   function poll() {
