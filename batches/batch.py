@@ -51,7 +51,7 @@ from batches.models import (
     ItemState,
 )
 from billing import ledger
-from billing.models import Hold, HoldState, UsageRecord
+from billing.models import Hold, HoldState
 from console.models import Account
 from gateway import catalog, idempotency, metering
 from gateway import files as stored_files
@@ -597,23 +597,9 @@ def finish(claimed: Claimed, outcome: Outcome) -> str:
         assert facts is not None and outcome.result is not None
 
         def record(_: ledger.Posting) -> None:
-            UsageRecord.objects.create(
-                request_id=claimed.request_id,
-                account_id=claimed.account.pk,
-                project_id=claimed.project_id,
-                key_id=claimed.key_id,
-                capability=facts.capability,
-                model=facts.model,
-                vendor=facts.vendor,
-                input_tokens=facts.input_tokens,
-                output_tokens=facts.output_tokens,
-                units=facts.units or {},
-                cost_nano=outcome.cost_nano,
-                latency_ms=facts.latency_ms,
-                cache_hit=facts.cache_hit,
-                byok=facts.byok,
-                status=facts.status,
-            )
+            metering.usage_row(
+                claimed.request_id, claimed.account.pk, claimed.project_id, claimed.key_id, outcome.cost_nano, facts
+            ).save(force_insert=True)
             BatchItem.objects.filter(pk=claimed.item_pk).update(
                 state=ItemState.SUCCEEDED,
                 result=outcome.result,

@@ -69,6 +69,21 @@ def _earlier_call(account: Account, scope: str, key: str, request_hash: str) -> 
     return existing
 
 
+def _new_record(
+    account: Account, scope: str, key: str, request_hash: str, now: Any, request_id: str = ""
+) -> IdempotencyRecord:
+    """Claim (account, scope, key) for the window; IntegrityError if an earlier call holds it."""
+    return IdempotencyRecord.objects.create(
+        account=account,
+        scope=scope,
+        key=key,
+        request_hash=request_hash,
+        request_id=request_id,
+        created_at=now,
+        expires_at=now + timedelta(seconds=settings.IDEMPOTENCY_WINDOW_SECONDS),
+    )
+
+
 def run_once(
     account: Account,
     scope: str,
@@ -87,14 +102,7 @@ def run_once(
     IdempotencyRecord.objects.filter(account=account, scope=scope, key=key, expires_at__lte=now).delete()
     try:
         with transaction.atomic():
-            record = IdempotencyRecord.objects.create(
-                account=account,
-                scope=scope,
-                key=key,
-                request_hash=request_hash,
-                created_at=now,
-                expires_at=now + timedelta(seconds=settings.IDEMPOTENCY_WINDOW_SECONDS),
-            )
+            record = _new_record(account, scope, key, request_hash, now)
             status, stored, first = create()
             record.status_code = status
             record.response = stored
@@ -138,9 +146,9 @@ class AnswerLost(ApiError):
 
 
 def _abandoned(record: IdempotencyRecord, now: Any) -> bool:
-    """Whether an unanswered claim belongs to a call that died (its process or database went away
+    """Whether an unanswered claim (the caller checks it has no response) belongs to a call that died (its process or database went away
     before it could answer or abandon): older than a hold lives, so any hold it took is released."""
-    return record.response is None and record.created_at <= now - timedelta(seconds=settings.HOLD_TTL_SECONDS + 5)
+    return record.created_at <= now - timedelta(seconds=settings.HOLD_TTL_SECONDS + 5)
 
 
 def claim(
@@ -158,15 +166,7 @@ def claim(
     for _ in range(2):
         try:
             with transaction.atomic():
-                return IdempotencyRecord.objects.create(
-                    account=account,
-                    scope=scope,
-                    key=key,
-                    request_hash=request_hash,
-                    request_id=request_id,
-                    created_at=now,
-                    expires_at=now + timedelta(seconds=settings.IDEMPOTENCY_WINDOW_SECONDS),
-                )
+                return _new_record(account, scope, key, request_hash, now, request_id)
         except IntegrityError:
             existing = _earlier_call(account, scope, key, request_hash)
         if existing.response is not None:

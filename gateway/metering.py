@@ -80,11 +80,19 @@ async def hold_or_402(origin: Origin, caller: Caller, request_id: str, amount_na
 
 def usage_record(caller: Caller, request_id: str, cost_nano: int, facts: UsageFacts) -> UsageRecord:
     """The call's usage record, unsaved: the ledger writes it with the settlement."""
+    key_id = caller.key.pk if caller.key else None
+    return usage_row(request_id, caller.account.pk, caller.project.pk, key_id, cost_nano, facts)
+
+
+def usage_row(
+    request_id: str, account_id: int, project_id: int | None, key_id: int | None, cost_nano: int, facts: UsageFacts
+) -> UsageRecord:
+    """An unsaved usage record from the ids of who pays (the batch worker has ids, not a Caller)."""
     return UsageRecord(
         request_id=request_id,
-        account_id=caller.account.pk,
-        project_id=caller.project.pk,
-        key_id=caller.key.pk if caller.key else None,
+        account_id=account_id,
+        project_id=project_id,
+        key_id=key_id,
         capability=facts.capability,
         model=facts.model,
         vendor=facts.vendor,
