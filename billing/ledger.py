@@ -10,23 +10,36 @@ data-modifying CTE that moves the balance (or closes the hold) and inserts the e
 row and the usage record. In autocommit it is its own transaction, so the balance row stays
 locked only for that statement and its commit. Other databases (SQLite) take the same steps as
 separate statements in one transaction, with the same rows and the same guards.
+
+`areserve`, `asettle` and `arelease` are the same steps for async callers: on PostgreSQL the same
+statements on the event loop's own connection pool (infrai/db_async.py), with no thread hand-off;
+elsewhere the sync functions in a worker thread.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, connection, models, transaction
+from django.db import IntegrityError, close_old_connections, connection, models, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from billing.models import CreditBalance, EntryKind, Hold, HoldState, LedgerEntry, UsageRecord
 from console.models import Account
+from infrai import db_async
 from infrai.lib.ids import public_id
+
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
+T = TypeVar("T")
 
 DEFAULT_HOLD_TTL = timedelta(minutes=15)
 
@@ -72,8 +85,22 @@ def open_balance(account: Account) -> CreditBalance:
 
 
 def get_balance(account: Account | int) -> CreditBalance:
-    account_id = account if isinstance(account, int) else account.pk
-    return CreditBalance.objects.get(account_id=account_id)
+    return CreditBalance.objects.get(account_id=_account_id(account))
+
+
+def _account_id(account: Account | int) -> int:
+    return account if isinstance(account, int) else account.pk
+
+
+def _balance_row(account_id: int) -> QuerySet:
+    return CreditBalance.objects.filter(account_id=account_id).values_list("balance_nano", "held_nano")
+
+
+def _refusal(account_id: int, balance_row: Sequence[int] | None, required_nano: int) -> Exception:
+    """Why a guarded statement moved nothing, from the balance row read after it."""
+    if balance_row is None:
+        return CreditBalance.DoesNotExist(f"account {account_id} has no balance row")
+    return InsufficientCredit(int(balance_row[0]), int(balance_row[1]), required_nano)
 
 
 def _move_balance(
@@ -106,17 +133,14 @@ def post(
     the change are one statement, so concurrent callers cannot both pass it).
     `also`: work that must commit or fail with the posting (a usage record, a hold row).
     """
-    account_id = account if isinstance(account, int) else account.pk
+    account_id = _account_id(account)
     amount = sum(line.amount_nano for line in lines)
     held_delta = sum(line.held_delta_nano for line in lines)
     try:
         with transaction.atomic():
             moved = _move_balance(account_id, amount, held_delta, require_available)
             if moved is None:
-                current = CreditBalance.objects.filter(account_id=account_id).first()
-                if current is None:
-                    raise CreditBalance.DoesNotExist(f"account {account_id} has no balance row")
-                raise InsufficientCredit(current.balance_nano, current.held_nano, require_available or 0)
+                raise _refusal(account_id, _balance_row(account_id).first(), require_available or 0)
             posting = Posting(balance_nano=moved[0], held_nano=moved[1])
             now = timezone.now()
             posting.entries = LedgerEntry.objects.bulk_create(
@@ -142,9 +166,38 @@ def post(
         raise
 
 
+def _duplicates(references: list[str]) -> QuerySet:
+    return LedgerEntry.objects.filter(reference__in=references)
+
+
 def _raise_if_duplicate(exc: IntegrityError, references: list[str]) -> None:
-    if LedgerEntry.objects.filter(reference__in=references).exists():
+    if _duplicates(references).exists():
         raise DuplicateReference(", ".join(references)) from exc
+
+
+async def _araise_if_duplicate(conn: AsyncConnection, exc: IntegrityError, references: list[str]) -> None:
+    if await db_async.fetchone(conn, *_compiled(_duplicates(references).query.exists())) is not None:
+        raise DuplicateReference(", ".join(references)) from exc
+
+
+def _compiled(query: Any) -> tuple[str, tuple[Any, ...]]:
+    """The SQL and parameters of an ORM query, for the async pool (compiling makes no query)."""
+    return query.get_compiler(connection=connection).as_sql()
+
+
+async def _in_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run sync ledger work in a worker thread (any, so calls run side by side), handing that
+    thread's connection back after: the gateway's lean handler sends no request signals, which
+    would otherwise do that."""
+
+    @functools.wraps(function)
+    def run() -> T:
+        try:
+            return function(*args)
+        finally:
+            close_old_connections()
+
+    return await sync_to_async(run, thread_sensitive=False)()
 
 
 def _one_statement_path() -> bool:
@@ -235,12 +288,59 @@ def reserve(
     account: Account | int, amount_nano: int, reference: str, ttl: timedelta = DEFAULT_HOLD_TTL, memo: str = ""
 ) -> Hold:
     """Reserve `amount_nano` of available credit for a call, or raise InsufficientCredit."""
+    _check_hold_amount(amount_nano)
+    account_id = _account_id(account)
+    if not _one_statement_path():
+        return _reserve_in_steps(account_id, amount_nano, reference, timezone.now(), ttl, memo)
+    hold, params = _reserve_statement(account_id, amount_nano, reference, ttl, memo)
+    try:
+        with _statement_scope(), connection.cursor() as cursor:
+            cursor.execute(RESERVE_SQL, params)
+            row = cursor.fetchone()
+    except IntegrityError as exc:
+        _raise_if_duplicate(exc, [_hold_reference(reference)])
+        raise
+    if row is None:
+        raise _refusal(account_id, _balance_row(account_id).first(), amount_nano)
+    return _reserved(hold, row[0])
+
+
+async def areserve(
+    account: Account | int, amount_nano: int, reference: str, ttl: timedelta = DEFAULT_HOLD_TTL, memo: str = ""
+) -> Hold:
+    """`reserve` for async callers."""
+    if not db_async.available():
+        return await _in_thread(reserve, account, amount_nano, reference, ttl, memo)
+    _check_hold_amount(amount_nano)
+    account_id = _account_id(account)
+    hold, params = _reserve_statement(account_id, amount_nano, reference, ttl, memo)
+    async with db_async.connection() as conn:
+        try:
+            row = await db_async.fetchone(conn, RESERVE_SQL, params)
+        except IntegrityError as exc:
+            await _araise_if_duplicate(conn, exc, [_hold_reference(reference)])
+            raise
+        if row is None:
+            raise _refusal(
+                account_id, await db_async.fetchone(conn, *_compiled(_balance_row(account_id).query)), amount_nano
+            )
+    return _reserved(hold, row[0])
+
+
+def _check_hold_amount(amount_nano: int) -> None:
     if amount_nano < 0:
         raise ValueError("a hold cannot be negative")
-    account_id = account if isinstance(account, int) else account.pk
+
+
+def _hold_reference(reference: str) -> str:
+    return f"hold:{reference}"
+
+
+def _reserve_statement(
+    account_id: int, amount_nano: int, reference: str, ttl: timedelta, memo: str
+) -> tuple[Hold, list[Any]]:
+    """The unsaved hold and the parameters of RESERVE_SQL that inserts it."""
     now = timezone.now()
-    if not _one_statement_path():
-        return _reserve_in_steps(account_id, amount_nano, reference, now, ttl, memo)
     hold = Hold(
         public_id=public_id("hold"),
         account_id=account_id,
@@ -251,25 +351,17 @@ def reserve(
         created_at=now,
         expires_at=now + ttl,
     )
-    entry_reference = f"hold:{reference}"
     params = [
         *(amount_nano, now, account_id, amount_nano),
-        *(account_id, EntryKind.HOLD.value, amount_nano, entry_reference, memo, now),
+        *(account_id, EntryKind.HOLD.value, amount_nano, _hold_reference(reference), memo, now),
         *(hold.public_id, account_id, reference, amount_nano, HoldState.OPEN.value, memo, now, hold.expires_at),
     ]
-    try:
-        with _statement_scope(), connection.cursor() as cursor:
-            cursor.execute(RESERVE_SQL, params)
-            row = cursor.fetchone()
-    except IntegrityError as exc:
-        _raise_if_duplicate(exc, [entry_reference])
-        raise
-    if row is None:
-        current = CreditBalance.objects.filter(account_id=account_id).first()
-        if current is None:
-            raise CreditBalance.DoesNotExist(f"account {account_id} has no balance row")
-        raise InsufficientCredit(current.balance_nano, current.held_nano, amount_nano)
-    hold.pk = int(row[0])
+    return hold, params
+
+
+def _reserved(hold: Hold, hold_id: int) -> Hold:
+    """The hold as the ORM would return it after saving."""
+    hold.pk = int(hold_id)
     hold._state.adding = False
     hold._state.db = connection.alias
     return hold
@@ -304,9 +396,9 @@ def reserve_many(
 ) -> list[Hold]:
     """Reserve several holds (reference, amount) at once, all or none: one guarded posting for
     their total, so a batch either has credit for every item or is refused whole."""
-    if any(amount < 0 for _, amount in holds):
-        raise ValueError("a hold cannot be negative")
-    account_id = account if isinstance(account, int) else account.pk
+    for _, amount in holds:
+        _check_hold_amount(amount)
+    account_id = _account_id(account)
     now = timezone.now()
     total = sum(amount for _, amount in holds)
     created: list[Hold] = []
@@ -375,6 +467,43 @@ def _close_hold(
     `usage` (an unsaved record) is written with it, `also` runs in the same transaction."""
     if not _one_statement_path():
         return _close_hold_in_steps(hold, state, charged_nano, also, usage)
+    sql, params, now = _close_statement(hold, state, charged_nano, usage)
+    try:
+        with transaction.atomic() if also is not None else _statement_scope():
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+            if row is None:
+                return False
+            if also is not None:
+                also(Posting(balance_nano=int(row[0]), held_nano=int(row[1])))
+    except IntegrityError as exc:
+        _raise_if_duplicate(exc, _close_references(hold))
+        raise
+    _mark_closed(hold, state, charged_nano, now)
+    return True
+
+
+async def _aclose_hold(hold: Hold, state: str, charged_nano: int, usage: UsageRecord | None) -> bool:
+    if not db_async.available():
+        return await _in_thread(_close_hold, hold, state, charged_nano, None, usage)
+    sql, params, now = _close_statement(hold, state, charged_nano, usage)
+    async with db_async.connection() as conn:
+        try:
+            row = await db_async.fetchone(conn, sql, params)
+        except IntegrityError as exc:
+            await _araise_if_duplicate(conn, exc, _close_references(hold))
+            raise
+    if row is None:
+        return False
+    _mark_closed(hold, state, charged_nano, now)
+    return True
+
+
+def _close_statement(
+    hold: Hold, state: str, charged_nano: int, usage: UsageRecord | None
+) -> tuple[str, list[Any], datetime]:
+    """CLOSE_HOLD_SQL with its parameters (and the usage insert), and the closing time."""
     now = timezone.now()
     params: list[Any] = [
         *(state, charged_nano, now, hold.pk),
@@ -386,22 +515,17 @@ def _close_hold(
         insert, values = _insert_select(usage, "moved")
         usage_sql = f", usage AS (\n    {insert}\n)"
         params += values
-    try:
-        with transaction.atomic() if also is not None else _statement_scope():
-            with connection.cursor() as cursor:
-                cursor.execute(CLOSE_HOLD_SQL.format(usage=usage_sql), params)
-                row = cursor.fetchone()
-            if row is None:
-                return False
-            if also is not None:
-                also(Posting(balance_nano=int(row[0]), held_nano=int(row[1])))
-    except IntegrityError as exc:
-        _raise_if_duplicate(exc, [f"release:{hold.reference}", f"usage:{hold.reference}"])
-        raise
+    return CLOSE_HOLD_SQL.format(usage=usage_sql), params, now
+
+
+def _close_references(hold: Hold) -> list[str]:
+    return [f"release:{hold.reference}", f"usage:{hold.reference}"]
+
+
+def _mark_closed(hold: Hold, state: str, charged_nano: int, now: datetime) -> None:
     hold.state = state
     hold.charged_nano = charged_nano
     hold.closed_at = now
-    return True
 
 
 def _close_hold_in_steps(
@@ -417,9 +541,10 @@ def _close_hold_in_steps(
         if also is not None:
             also(posting)
 
+    now = timezone.now()
     with transaction.atomic():
         claimed = Hold.objects.filter(pk=hold.pk, state=HoldState.OPEN).update(
-            state=state, charged_nano=charged_nano, closed_at=timezone.now()
+            state=state, charged_nano=charged_nano, closed_at=now
         )
         if not claimed:
             return False
@@ -431,8 +556,7 @@ def _close_hold_in_steps(
                 )
             )
         post(hold.account_id, lines, also=write_rest)
-    hold.state = state
-    hold.charged_nano = charged_nano
+    _mark_closed(hold, state, charged_nano, now)
     return True
 
 
@@ -447,14 +571,29 @@ def settle(
 
     `usage`: the call's unsaved UsageRecord, written with the settlement (on PostgreSQL in the
     same statement). `also`: other work that must commit or fail with it."""
+    _check_charge(charged_nano)
+    return _close_hold(hold, HoldState.SETTLED, charged_nano, also, usage)
+
+
+async def asettle(hold: Hold, charged_nano: int, *, usage: UsageRecord | None = None) -> bool:
+    """`settle` for async callers (without `also`: nothing else can share its statement)."""
+    _check_charge(charged_nano)
+    return await _aclose_hold(hold, HoldState.SETTLED, charged_nano, usage)
+
+
+def _check_charge(charged_nano: int) -> None:
     if charged_nano < 0:
         raise ValueError("a charge cannot be negative")
-    return _close_hold(hold, HoldState.SETTLED, charged_nano, also, usage)
 
 
 def release(hold: Hold) -> bool:
     """Release a hold without charging (the call failed before costing anything)."""
     return _close_hold(hold, HoldState.RELEASED, 0, None)
+
+
+async def arelease(hold: Hold) -> bool:
+    """`release` for async callers."""
+    return await _aclose_hold(hold, HoldState.RELEASED, 0, None)
 
 
 def sweep_expired_holds(now: object | None = None) -> int:
