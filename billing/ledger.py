@@ -23,11 +23,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import IntegrityError, close_old_connections, connection, models, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -35,11 +34,11 @@ from billing.models import CreditBalance, EntryKind, Hold, HoldState, LedgerEntr
 from console.models import Account
 from infrai import db_async
 from infrai.lib.ids import public_id
+from infrai.lib.sync import in_thread
 
 if TYPE_CHECKING:
     from psycopg import AsyncConnection
 
-T = TypeVar("T")
 
 DEFAULT_HOLD_TTL = timedelta(minutes=15)
 
@@ -185,21 +184,6 @@ def _compiled(query: Any) -> tuple[str, tuple[Any, ...]]:
     return query.get_compiler(connection=connection).as_sql()
 
 
-async def _in_thread(function: Callable[..., T], *args: Any) -> T:
-    """Run sync ledger work in a worker thread (any, so calls run side by side), handing that
-    thread's connection back after: the gateway's lean handler sends no request signals, which
-    would otherwise do that."""
-
-    @functools.wraps(function)
-    def run() -> T:
-        try:
-            return function(*args)
-        finally:
-            close_old_connections()
-
-    return await sync_to_async(run, thread_sensitive=False)()
-
-
 def _one_statement_path() -> bool:
     return connection.vendor == "postgresql"
 
@@ -216,16 +200,44 @@ def _statement_scope() -> Iterator[None]:
         yield
 
 
-def _insert_select(instance: models.Model, source: str) -> tuple[str, list[Any]]:
-    """`INSERT INTO <table> (...) SELECT <values> FROM <source>` for an unsaved model instance,
-    its values converted as the ORM would save them (JSON, datetimes)."""
-    meta = instance._meta
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
-    values = [f.get_db_prep_save(f.pre_save(instance, add=True), connection) for f in fields]
+# Field types whose Python value is what the database takes (no conversion by the ORM).
+_STORED_AS_IS = frozenset(
+    {
+        "AutoField",
+        "BigAutoField",
+        "BigIntegerField",
+        "BooleanField",
+        "CharField",
+        "ForeignKey",
+        "IntegerField",
+        "PositiveIntegerField",
+        "PositiveSmallIntegerField",
+        "SmallIntegerField",
+        "TextField",
+    }
+)
+
+
+@functools.cache
+def _insert_shape(model: type[models.Model], source: str) -> tuple[str, tuple[tuple[models.Field, bool], ...]]:
+    """The INSERT ... SELECT text for `model` and its fields, each with whether its value needs
+    the ORM's conversion (JSON, datetimes): built once per model, not per call."""
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     # Table and column names come from the model; every value is a parameter.
-    sql = f"INSERT INTO {meta.db_table} ({columns}) SELECT {placeholders} FROM {source}"  # noqa: S608
+    sql = f"INSERT INTO {model._meta.db_table} ({columns}) SELECT {placeholders} FROM {source}"  # noqa: S608
+    return sql, tuple((f, f.get_internal_type() not in _STORED_AS_IS) for f in fields)
+
+
+def _insert_select(instance: models.Model, source: str) -> tuple[str, list[Any]]:
+    """`INSERT INTO <table> (...) SELECT <values> FROM <source>` for an unsaved model instance,
+    its values converted as the ORM would save them."""
+    sql, fields = _insert_shape(type(instance), source)
+    values = [
+        f.get_db_prep_save(f.pre_save(instance, add=True), connection) if converted else getattr(instance, f.attname)
+        for f, converted in fields
+    ]
     return sql, values
 
 
@@ -310,7 +322,7 @@ async def areserve(
 ) -> Hold:
     """`reserve` for async callers."""
     if not db_async.available():
-        return await _in_thread(reserve, account, amount_nano, reference, ttl, memo)
+        return await in_thread(reserve, account, amount_nano, reference, ttl, memo)
     _check_hold_amount(amount_nano)
     account_id = _account_id(account)
     hold, params = _reserve_statement(account_id, amount_nano, reference, ttl, memo)
@@ -486,7 +498,7 @@ def _close_hold(
 
 async def _aclose_hold(hold: Hold, state: str, charged_nano: int, usage: UsageRecord | None) -> bool:
     if not db_async.available():
-        return await _in_thread(_close_hold, hold, state, charged_nano, None, usage)
+        return await in_thread(_close_hold, hold, state, charged_nano, None, usage)
     sql, params, now = _close_statement(hold, state, charged_nano, usage)
     async with db_async.connection() as conn:
         try:

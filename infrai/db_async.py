@@ -3,8 +3,10 @@
 Django's ORM is synchronous, so async code reaches it through a thread (`sync_to_async`). The
 few hot statements that async code runs itself (the credit ledger's holds) go through this pool
 instead, with no thread hand-off. It connects with the parameters of Django's own connection
-(under pytest: the test database), in autocommit and with client-side parameter binding, like
-Django's default cursor, so the same SQL and parameters work on both.
+(under pytest: the test database), in autocommit. Unlike Django's default cursor it binds
+parameters on the server, so psycopg prepares a statement it has run a few times
+(`prepare_threshold`, 5): PostgreSQL then parses and plans the ledger's long statements once per
+connection instead of once per call. The same SQL (`%s` placeholders) works on both.
 
 One pool per event loop: asyncio connections and the pool's locks belong to the loop that made
 them. A server keeps one loop for its life; tests and Django's test client start a new loop per
@@ -62,7 +64,7 @@ async def pool() -> AsyncConnectionPool:
 def _new_pool() -> AsyncConnectionPool:
     database = connections["default"]
     params = database.get_connection_params()
-    params.update(autocommit=True, cursor_factory=psycopg.AsyncClientCursor)
+    params.update(autocommit=True, cursor_factory=psycopg.AsyncCursor)
     # Tells these sessions apart from Django's in pg_stat_activity, unless OPTIONS name them.
     params.setdefault("application_name", APPLICATION_NAME)
     options = database.settings_dict.get("OPTIONS", {}).get("pool")

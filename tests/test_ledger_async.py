@@ -251,7 +251,7 @@ def test_on_postgresql_the_hot_path_uses_no_thread(on_postgres, monkeypatch):
     def no_thread(*args, **kwargs):
         raise AssertionError("handed off to a thread")
 
-    monkeypatch.setattr(ledger, "sync_to_async", no_thread)
+    monkeypatch.setattr(ledger, "in_thread", no_thread)
     account = make_account(credit_nano=5 * USD)
     record = usage(account, "req-1", 100)
 
@@ -277,7 +277,7 @@ def test_on_postgresql_the_pool_uses_djangos_database_and_settings(on_postgres, 
 
     pool, kwargs, max_size = run(inspect())
     assert kwargs["dbname"] == connection.settings_dict["NAME"]
-    assert (kwargs["autocommit"], kwargs["cursor_factory"]) == (True, psycopg.AsyncClientCursor)
+    assert (kwargs["autocommit"], kwargs["cursor_factory"]) == (True, psycopg.AsyncCursor)
     assert max_size == settings.DATABASES["default"]["OPTIONS"]["pool"]["max_size"]
     assert pool.closed
     assert run(db_async.pool()) is not pool, "a new loop gets its own pool"

@@ -1,0 +1,32 @@
+"""Running sync (ORM) work from async code."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections, connection
+
+T = TypeVar("T")
+
+
+def _closing_connections(function: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> T:
+        try:
+            return function(*args, **kwargs)
+        finally:
+            # Outside a transaction only: inside one (a test's) the connection is still in use.
+            if not connection.in_atomic_block:
+                close_old_connections()
+
+    return run
+
+
+async def in_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`sync_to_async` (thread-sensitive, like Django's own) that hands the thread's database
+    connection back when done. The hot `/v1` routes are served without Django's request signals
+    (infrai/asgi.py), which would otherwise do that at the end of the request."""
+    return await sync_to_async(_closing_connections(function))(*args, **kwargs)
