@@ -95,8 +95,24 @@ def cache_seconds() -> int:
     return settings.API_KEY_CACHE_SECONDS
 
 
-def _entry_name(key_hash: str) -> str:
+def entry_name(key_hash: str) -> str:
     return f"project-key:{key_hash}"
+
+
+class _NotCached:
+    pass
+
+
+NOT_CACHED = _NotCached()
+
+
+def from_cache(value: Any) -> ProjectKey | None | _NotCached:
+    """A key cache entry read: the key, None for a revoked key, NOT_CACHED for no entry."""
+    if value == REVOKED:
+        return None
+    if isinstance(value, ProjectKey):
+        return value
+    return NOT_CACHED
 
 
 def find_active_key(secret: str) -> ProjectKey | None:
@@ -104,15 +120,13 @@ def find_active_key(secret: str) -> ProjectKey | None:
     checks well-formedness first. Each call gets its own copy of the objects."""
     lookup = secret[len(KEY_PREFIX) : len(KEY_PREFIX) + LOOKUP_LENGTH]
     digest = hash_key(secret)
-    entry = _entry_name(digest)
+    entry = entry_name(digest)
     try:
-        cached = shared_cache().get(entry)
+        cached = from_cache(shared_cache().get(entry))
     except Exception:
         log.warning("key cache unavailable; looking the key up in the database", exc_info=True)
-        cached = None
-    if cached == REVOKED:
-        return None
-    if isinstance(cached, ProjectKey):
+        cached = NOT_CACHED
+    if cached is not NOT_CACHED:
         return cached
     candidates = ProjectKey.objects.select_related("project__account").filter(
         lookup_prefix=lookup, revoked_at__isnull=True
@@ -128,13 +142,18 @@ def find_active_key(secret: str) -> ProjectKey | None:
     return None
 
 
-def touch_last_used(key: ProjectKey) -> None:
-    now = timezone.now()
-    if key.last_used_at and (now - key.last_used_at).total_seconds() < LAST_USED_RESOLUTION_SECONDS:
-        return
+def touch_due(key: ProjectKey) -> bool:
+    """Whether this call should write the key's last_used_at (at most once a minute per process)."""
+    if key.last_used_at and (timezone.now() - key.last_used_at).total_seconds() < LAST_USED_RESOLUTION_SECONDS:
+        return False
     touched = _touched.get(key.key_hash)
-    if touched is not None and time.monotonic() - touched < LAST_USED_RESOLUTION_SECONDS:
+    return touched is None or time.monotonic() - touched >= LAST_USED_RESOLUTION_SECONDS
+
+
+def touch_last_used(key: ProjectKey) -> None:
+    if not touch_due(key):
         return
+    now = timezone.now()
     ProjectKey.objects.filter(pk=key.pk).update(last_used_at=now)
     key.last_used_at = now
     _touched[key.key_hash] = time.monotonic()
@@ -146,7 +165,7 @@ def forget_cached_key(key_hash: str) -> None:
     """Refuse this key from the cache from now on (a later lookup that finds it active in the
     database caches it again)."""
     try:
-        shared_cache().set(_entry_name(key_hash), REVOKED, timeout=cache_seconds())
+        shared_cache().set(entry_name(key_hash), REVOKED, timeout=cache_seconds())
     except Exception:
         log.warning("key cache unavailable: a revoked key may be accepted for %s s", cache_seconds(), exc_info=True)
 
@@ -166,7 +185,7 @@ def _key_saved(instance: ProjectKey, created: bool, **_: Any) -> None:
         forget_cached_key(instance.key_hash)
         return
     try:
-        shared_cache().delete(_entry_name(instance.key_hash))
+        shared_cache().delete(entry_name(instance.key_hash))
     except Exception:
         log.warning("key cache unavailable", exc_info=True)
 

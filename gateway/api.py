@@ -21,8 +21,9 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 
 from console import keys
 from console.models import Account, Project, ProjectKey
-from infrai import ratelimit
+from infrai import cache, ratelimit
 from infrai.lib.ids import uuid7
+from infrai.lib.sync import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,11 @@ class ApiRequestState:
     started: float
     caller: Caller | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    routing_version: str | None = None  # the shared routing-data version read while authenticating
 
 
-def authenticate(request: HttpRequest) -> Caller:
+def bearer_secret(request: HttpRequest) -> str:
+    """The project key from the Authorization header, or the 401 that says what is wrong with it."""
     header = request.headers.get("Authorization", "")
     if not header:
         raise ApiError(401, "MISSING_API_KEY", "Send your project key as 'Authorization: Bearer ifr_pk_proj_...'.")
@@ -86,18 +89,59 @@ def authenticate(request: HttpRequest) -> Caller:
             "MALFORMED_API_KEY",
             "That is not a project key; they look like ifr_pk_proj_ followed by 40 letters and digits.",
         )
+    return secret
+
+
+def _unknown_key() -> ApiError:
+    return ApiError(401, "INVALID_API_KEY", "This project key is unknown or has been revoked.")
+
+
+def _rate_limited(limit: int) -> ApiError:
+    return ApiError(
+        429,
+        "RATE_LIMITED",
+        f"This key made more than {limit} calls this minute; slow down and retry.",
+        retry_after_seconds=ratelimit.seconds_left_in_window(60),
+    )
+
+
+def authenticate(request: HttpRequest) -> Caller:
+    secret = bearer_secret(request)
     key = keys.find_active_key(secret)
     if key is None:
-        raise ApiError(401, "INVALID_API_KEY", "This project key is unknown or has been revoked.")
+        raise _unknown_key()
     limit = settings.API_RATE_LIMIT_PER_KEY_PER_MINUTE
-    if limit and not ratelimit.hit("api-key", key.public_id, limit, 60):
-        raise ApiError(
-            429,
-            "RATE_LIMITED",
-            f"This key made more than {limit} calls this minute; slow down and retry.",
-            retry_after_seconds=ratelimit.seconds_left_in_window(60),
-        )
+    if limit and not ratelimit.hit("api-key", key.key_hash, limit, 60):
+        raise _rate_limited(limit)
     keys.touch_last_used(key)
+    return Caller(key=key, project=key.project, account=key.project.account)
+
+
+async def authenticate_async(request: HttpRequest, state: ApiRequestState) -> Caller:
+    """`authenticate` on the event loop: with Redis, one pipelined round trip reads the cached
+    key and the routing-data version (kept in `state` for routing) and counts the call; the
+    database (in a thread) only when the key is not cached or its last_used_at is due. Without
+    Redis it is `authenticate` in a thread."""
+    from gateway.catalog import RoutingData
+
+    secret = bearer_secret(request)
+    limit = settings.API_RATE_LIMIT_PER_KEY_PER_MINUTE
+    digest = keys.hash_key(secret)
+    bucket = ratelimit.Bucket("api-key", digest, 60) if limit else None
+    shared = await cache.read_and_count(keys.shared_cache(), [keys.entry_name(digest), RoutingData.VERSION_KEY], bucket)
+    if shared is None:
+        return await in_thread(authenticate, request)
+    (cached_key, routing_version), count = shared
+    state.routing_version = routing_version if isinstance(routing_version, str) else None
+    key = keys.from_cache(cached_key)
+    if key is keys.NOT_CACHED:
+        key = await in_thread(keys.find_active_key, secret)
+    if key is None:
+        raise _unknown_key()
+    if bucket is not None and count is not None and count > limit:
+        raise _rate_limited(limit)
+    if keys.touch_due(key):
+        await in_thread(keys.touch_last_used, key)
     return Caller(key=key, project=key.project, account=key.project.account)
 
 
@@ -216,8 +260,7 @@ def api_view(methods: list[str], *, auth: bool = True) -> Callable[[Callable[...
 
 
 def api_view_async(methods: list[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """`api_view` for async views: authentication runs in a thread, the view on the event loop."""
-    from asgiref.sync import sync_to_async
+    """`api_view` for async views: authentication and the view on the event loop."""
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
@@ -225,7 +268,7 @@ def api_view_async(methods: list[str]) -> Callable[[Callable[..., Any]], Callabl
             state = ApiRequestState(request_id=str(uuid7()), started=time.perf_counter())
             request.api = state  # type: ignore[attr-defined]
             try:
-                state.caller = await sync_to_async(authenticate)(request)
+                state.caller = await authenticate_async(request, state)
                 _check_method(request, methods, kwargs)
                 result = await view(request, state, *args, **kwargs)
             except ApiError as exc:

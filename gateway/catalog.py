@@ -12,12 +12,14 @@ process's change reaches this one only when its copy expires: ROUTING_CACHE_SECO
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
@@ -62,6 +64,33 @@ def load_catalog(reset: bool = False) -> tuple[int, int]:
 # --- This process's copy of the routing data ----------------------------------------------------
 
 
+class NotCached(Exception):
+    """A value was needed that this process has no copy of, while loading was not allowed."""
+
+
+# Set only within `cached_only` blocks: loads (database queries) are not allowed on the event loop,
+# and the shared version may have been read already with the call's other Redis reads.
+_cached_only: contextvars.ContextVar[bool] = contextvars.ContextVar("routing_cached_only", default=False)
+_known_version: contextvars.ContextVar[str | None] = contextvars.ContextVar("routing_version", default=None)
+
+
+@contextmanager
+def cached_only(shared_version: str | None = None) -> Iterator[None]:
+    """Within this block `RoutingData.get` raises NotCached instead of loading, and takes
+    `shared_version` (when given) as the shared version instead of reading it."""
+    only = _cached_only.set(True)
+    known = _known_version.set(shared_version)
+    try:
+        yield
+    finally:
+        _known_version.reset(known)
+        _cached_only.reset(only)
+
+
+def loads_allowed() -> bool:
+    return not _cached_only.get()
+
+
 @dataclass
 class _Copy:
     version: str | None
@@ -86,6 +115,9 @@ class RoutingData:
     def _shared_version(self) -> str | None:
         """The version in Django's cache (made up if missing, e.g. after a cache flush); None
         when the cache is down, and then only the age limit applies."""
+        known = _known_version.get()
+        if known is not None:
+            return known
         try:
             cache = shared_cache()
             version = cache.get(self.VERSION_KEY)
@@ -106,6 +138,8 @@ class RoutingData:
         kept = current.items.get(name)
         if kept is not None and now - kept[0] <= self.max_age():
             return kept[1]
+        if not loads_allowed():
+            raise NotCached(name)
         value = load()
         with self._lock:
             if len(current.items) >= self.MAX_ITEMS:

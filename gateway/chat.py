@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
@@ -30,6 +29,7 @@ from gateway.sandbox import tokens
 from gateway.vendors.base import ChatRequest, ChatResult, Usage, VendorError
 from infrai.lib.money import format_usd
 from infrai.lib.redact import redact_secret
+from infrai.lib.sync import in_thread
 
 log = logging.getLogger(__name__)
 CACHE_STRATEGIES = ("vendor", "infrai", "none")
@@ -205,33 +205,46 @@ def plan_for_account(account: Account, params: ChatParams) -> Plan:
     return Plan(chain=chain, prompt_tokens=prompt_tokens, hold_nano=hold)
 
 
-def take_hold_sync(
+# Prompts longer than this are counted in a thread: tokenising them would hold up the event loop.
+PLAN_ON_LOOP_MAX_CHARS = 20_000
+
+
+def _prompt_chars(params: ChatParams) -> int:
+    return sum(len(m["content"]) if isinstance(m.get("content"), str) else 1_000 for m in params.messages)
+
+
+async def plan_async(account: Account, params: ChatParams, routing_version: str | None = None) -> Plan:
+    """`plan_for_account` on the event loop from this process's copies of the routing data; in a
+    thread when it must read the database (a cold copy, a BYOK credential) or the prompt is long."""
+    if _prompt_chars(params) <= PLAN_ON_LOOP_MAX_CHARS:
+        try:
+            with catalog.cached_only(routing_version):
+                return plan_for_account(account, params)
+        except catalog.NotCached:
+            pass
+    return await in_thread(plan_for_account, account, params)
+
+
+async def take_hold(
     origin: metering.Origin, caller: Caller, state: ApiRequestState, the_plan: Plan, params: ChatParams
 ) -> Hold:
     """Hold enough for failover too; if only the primary is affordable, go without failover."""
     try:
-        return metering.hold_or_402_sync(origin, caller, state.request_id, the_plan.hold_nano, "chat")
+        return await metering.hold_or_402(origin, caller, state.request_id, the_plan.hold_nano, "chat")
     except ApiError:
         primary_only = worst_case_charge_nano(the_plan.chain[0], the_plan.prompt_tokens, params)
         if len(the_plan.chain) == 1 or primary_only == the_plan.hold_nano:
             raise
         the_plan.chain = the_plan.chain[:1]
         the_plan.hold_nano = primary_only
-        return metering.hold_or_402_sync(origin, caller, state.request_id, primary_only, "chat")
+        return await metering.hold_or_402(origin, caller, state.request_id, primary_only, "chat")
 
 
-async def take_hold(
-    origin: metering.Origin, caller: Caller, state: ApiRequestState, the_plan: Plan, params: ChatParams
-) -> Hold:
-    return await sync_to_async(take_hold_sync)(origin, caller, state, the_plan, params)
-
-
-def plan_and_hold(
+async def plan_and_hold(
     origin: metering.Origin, caller: Caller, state: ApiRequestState, params: ChatParams
 ) -> tuple[Plan, Hold]:
-    """Route and hold in one trip to a thread: each sync_to_async hand-off costs CPU on the hot path."""
-    the_plan = plan(caller, params)
-    return the_plan, take_hold_sync(origin, caller, state, the_plan, params)
+    the_plan = await plan_async(caller.account, params, state.routing_version)
+    return the_plan, await take_hold(origin, caller, state, the_plan, params)
 
 
 def chat_request(candidate: Candidate, params: ChatParams) -> ChatRequest:
@@ -317,13 +330,13 @@ async def run_chat(origin: metering.Origin, caller: Caller, state: ApiRequestSta
     """A plain chat call. `origin`: the HTTP request, or the console's base URL (for 402 links)."""
     use_cache = params.cache_strategy == "infrai"
     if use_cache:
-        the_plan = await sync_to_async(plan)(caller, params)
+        the_plan = await plan_async(caller.account, params, state.routing_version)
         cached = await _cache_get(cache_key(caller, params))
         if cached is not None:
             return await _cache_hit(origin, caller, state, the_plan, cached)
         hold = await take_hold(origin, caller, state, the_plan, params)
     else:
-        the_plan, hold = await sync_to_async(plan_and_hold)(origin, caller, state, params)
+        the_plan, hold = await plan_and_hold(origin, caller, state, params)
     last_error: VendorError | None = None
     for candidate in the_plan.chain:
         try:
@@ -386,7 +399,7 @@ async def open_stream(
     """Validate, route and hold before the response starts (so errors are plain JSON), then stream.
 
     `origin`: the HTTP request, or the console's base URL (for 402 links)."""
-    the_plan, hold = await sync_to_async(plan_and_hold)(origin, caller, state, params)
+    the_plan, hold = await plan_and_hold(origin, caller, state, params)
     return _stream(caller, state, params, the_plan, hold)
 
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import ROUND_CEILING, Decimal
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest
 
@@ -60,22 +59,17 @@ def insufficient_credit_error(origin: Origin, refused: ledger.InsufficientCredit
     )
 
 
-def _hold(caller: Caller, request_id: str, amount_nano: int, memo: str) -> Hold:
-    return ledger.reserve(
-        caller.account.pk, amount_nano, request_id, ttl=timedelta(seconds=settings.HOLD_TTL_SECONDS), memo=memo
-    )
-
-
-def hold_or_402_sync(origin: Origin, caller: Caller, request_id: str, amount_nano: int, memo: str) -> Hold:
-    """`hold_or_402` for code already running in a thread."""
+async def hold_or_402(origin: Origin, caller: Caller, request_id: str, amount_nano: int, memo: str) -> Hold:
     try:
-        return _hold(caller, request_id, amount_nano, memo)
+        return await ledger.areserve(
+            caller.account.pk,
+            amount_nano,
+            request_id,
+            ttl=timedelta(seconds=settings.HOLD_TTL_SECONDS),
+            memo=memo,
+        )
     except ledger.InsufficientCredit as refused:
         raise insufficient_credit_error(origin, refused) from refused
-
-
-async def hold_or_402(origin: Origin, caller: Caller, request_id: str, amount_nano: int, memo: str) -> Hold:
-    return await sync_to_async(hold_or_402_sync)(origin, caller, request_id, amount_nano, memo)
 
 
 def usage_record(caller: Caller, request_id: str, cost_nano: int, facts: UsageFacts) -> UsageRecord:
@@ -107,13 +101,9 @@ def usage_row(
     )
 
 
-def _settle(hold: Hold, caller: Caller, request_id: str, cost_nano: int, facts: UsageFacts) -> None:
-    ledger.settle(hold, cost_nano, usage=usage_record(caller, request_id, cost_nano, facts))
-
-
 async def settle_call(hold: Hold, caller: Caller, request_id: str, cost_nano: int, facts: UsageFacts) -> None:
-    await sync_to_async(_settle)(hold, caller, request_id, cost_nano, facts)
+    await ledger.asettle(hold, cost_nano, usage=usage_record(caller, request_id, cost_nano, facts))
 
 
 async def release_call(hold: Hold) -> None:
-    await sync_to_async(ledger.release)(hold)
+    await ledger.arelease(hold)

@@ -56,7 +56,7 @@ async def prepare_chat(account: Account, body: dict[str, Any]) -> Prepared:
     params = chat.parse_chat_params(body, None)
     if params.stream:
         raise field_error("stream", "stream is not available here.")
-    caller_plan = await sync_to_async(chat.plan_for_account)(account, params)
+    caller_plan = await chat.plan_async(account, params)
 
     async def call(candidate: Candidate) -> tuple[Any, int, UsageFacts]:
         result = await candidate.vendor.chat(chat.chat_request(candidate, params), candidate.credential)

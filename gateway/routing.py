@@ -61,7 +61,12 @@ post_delete.connect(_byok_changed, sender=BYOKCredential, dispatch_uid="byok-cre
 def credential_for(account: Account, vendor: Vendor) -> Credential | None:
     from gateway import byok
 
-    own = byok.credential_for(account, vendor.name) if vendor.name in byok_vendors(account.pk) else None
+    if vendor.name in byok_vendors(account.pk):
+        if not catalog.loads_allowed():
+            raise catalog.NotCached(f"byok credential {vendor.name}")  # decrypted per call, never kept
+        own = byok.credential_for(account, vendor.name)
+    else:
+        own = None
     return own or vendor.platform_credential()
 
 

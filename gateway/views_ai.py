@@ -7,7 +7,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, StreamingHttpResponse
 
 from gateway import chat, idempotency
@@ -15,6 +14,7 @@ from gateway.api import ApiRequestState, Caller, api_view_async, parse_json_body
 from gateway.chat import ChatOutcome, StreamEvent
 from gateway.models import IdempotencyRecord
 from gateway.vendors.base import Usage
+from infrai.lib.sync import in_thread
 
 
 def sse(data: dict[str, Any] | str) -> bytes:
@@ -47,7 +47,7 @@ async def claim_idempotency(
         if not client_request_id:
             return None  # a fresh request id would derive a key nothing can ever repeat
         key = idempotency.derived_key(caller.account, str(client_request_id), scope, body)
-    return await sync_to_async(idempotency.claim)(caller.account, scope, key, body, request_id)
+    return await in_thread(idempotency.claim, caller.account, scope, key, body, request_id)
 
 
 def chat_json(outcome: ChatOutcome) -> dict[str, Any]:
@@ -87,10 +87,10 @@ async def run_idempotent(
         result = await produce()
     except BaseException:
         if claim is not None:
-            await sync_to_async(idempotency.abandon)(claim)
+            await in_thread(idempotency.abandon, claim)
         raise
     if claim is not None:
-        await sync_to_async(idempotency.complete)(claim, 200, result)
+        await in_thread(idempotency.complete, claim, 200, result)
     return result
 
 
@@ -131,7 +131,7 @@ async def idempotent_stream(
         events = await chat.open_stream(request, caller, state, params)
     except BaseException:
         if claim is not None:
-            await sync_to_async(idempotency.abandon)(claim)
+            await in_thread(idempotency.abandon, claim)
         raise
     return events if claim is None else _recorded_events(events, claim)
 
@@ -163,12 +163,12 @@ async def _recorded_events(events: AsyncIterator[StreamEvent], claim: Idempotenc
                     "usage": usage_json(event.usage),
                     "_metadata": event.metadata,
                 }
-                await sync_to_async(idempotency.complete)(claim, 200, result)
+                await in_thread(idempotency.complete, claim, 200, result)
                 stored = True
             yield event
     finally:
         if not stored:
-            await asyncio.shield(sync_to_async(idempotency.abandon)(claim))
+            await asyncio.shield(in_thread(idempotency.abandon, claim))
 
 
 @api_view_async(["POST"])

@@ -10,11 +10,19 @@ Here every instance for the same servers and options shares one client, which ke
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
+import weakref
 from typing import Any
 
+from django.core.cache.backends.base import BaseCache
 from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.utils.functional import cached_property
+
+from infrai import ratelimit
+
+log = logging.getLogger(__name__)
 
 
 class KeptClientsRedisCacheClient(RedisCacheClient):
@@ -42,3 +50,69 @@ class ProcessWideRedisCache(RedisCache):
             if client is None:
                 client = self._clients[identity] = KeptClientsRedisCacheClient(self._servers, **self._options)
         return client
+
+
+# --- The same Redis from the event loop ---------------------------------------------------------
+
+REDIS_TIMEOUT_SECONDS = 2
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+
+def _async_client(backend: RedisCache) -> Any:
+    """One redis.asyncio client per event loop (daphne has one; tests start many) for the
+    cache's write server. redis-py's asyncio connections belong to the loop that opened them."""
+    import redis.asyncio
+
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        # Bounded waits: a Redis that hangs must cost a call seconds at most, then the sync path
+        # (which fails open) takes over.
+        client = _async_clients[loop] = redis.asyncio.Redis.from_url(
+            backend._servers[0],  # noqa: SLF001
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+        )
+    return client
+
+
+# Reads the entries in KEYS[1..n-1] and, when ARGV[1] is not 0, counts the bucket in KEYS[n]
+# (INCR, then EXPIRE to ARGV[1] seconds): one command, which costs the client a third of the
+# CPU of the same four commands pipelined.
+READ_AND_COUNT = """
+local values = {}
+local readable = #KEYS
+if ARGV[1] ~= '0' then readable = readable - 1 end
+for i = 1, readable do values[i] = redis.call('GET', KEYS[i]) or false end
+if ARGV[1] ~= '0' then
+    values[#KEYS] = redis.call('INCR', KEYS[#KEYS])
+    redis.call('EXPIRE', KEYS[#KEYS], ARGV[1])
+end
+return values
+"""
+_scripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+async def read_and_count(
+    backend: BaseCache, names: list[str], bucket: ratelimit.Bucket | None
+) -> tuple[list[Any], int | None] | None:
+    """Read cache entries and count a rate-limit bucket in one round trip, without a thread.
+    None when the cache is not Redis or Redis fails: the caller then takes the sync way, which
+    fails open like the rate limiter does."""
+    if not isinstance(backend, RedisCache):
+        return None
+    keys = [backend.make_key(name) for name in names]
+    if bucket is not None:
+        keys.append(backend.make_key(bucket.name))
+    try:
+        client = _async_client(backend)
+        script = _scripts.get(client)
+        if script is None:
+            script = _scripts[client] = client.register_script(READ_AND_COUNT)
+        replies = await script(keys=keys, args=[bucket.ttl_seconds if bucket is not None else 0])
+    except Exception:
+        log.warning("cache unavailable from the event loop; taking the thread", exc_info=True)
+        return None
+    serializer = backend._cache._serializer  # noqa: SLF001
+    values = [None if raw in (None, False) else serializer.loads(raw) for raw in replies[: len(names)]]
+    return values, (int(replies[len(names)]) if bucket is not None else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache, caches
@@ -12,15 +13,31 @@ from django.core.cache.backends.redis import RedisCache
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Bucket:
+    """The counter of one scope and key in the current fixed window."""
+
+    scope: str
+    key: str
+    window_seconds: int
+
+    @property
+    def name(self) -> str:
+        return f"rl:{self.scope}:{self.key}:{int(time.time() // self.window_seconds)}"
+
+    @property
+    def ttl_seconds(self) -> int:
+        return self.window_seconds + 5
+
+
 def hit(scope: str, key: str, limit: int, window_seconds: int) -> bool:
     """Count one attempt; True while the count in the current window is within `limit`.
 
     Fails open: if the cache (Redis) is down, the attempt is allowed and a warning logged, so
     an outage of the limiter never takes the API down with it."""
-    window = int(time.time() // window_seconds)
-    cache_key = f"rl:{scope}:{key}:{window}"
+    bucket = Bucket(scope, key, window_seconds)
     try:
-        count = _count(cache_key, window_seconds + 5)
+        count = _count(bucket.name, bucket.ttl_seconds)
     except Exception:
         log.warning("rate limiter unavailable; allowing %s", scope, exc_info=True)
         return True

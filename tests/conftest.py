@@ -48,3 +48,17 @@ def _close_connection_pools(django_db_setup, django_db_blocker):
     for conn in connections.all():
         if hasattr(conn, "close_pool"):
             conn.close_pool()
+
+
+@pytest.fixture(autouse=True)
+def _ledger_on_the_tests_connection(request, monkeypatch):
+    """The ledger's event-loop pool (infrai/db_async.py) has connections of its own, which cannot
+    see the rows a test writes inside its transaction (pytest-django's default). Such tests hold
+    and settle through the sync path on the test's connection; transactional tests, and every
+    server process a test starts, use the pool as production does."""
+    marker = request.node.get_closest_marker("django_db")
+    transactional = bool(marker and (marker.kwargs.get("transaction") or (marker.args and marker.args[0])))
+    if not transactional and "transactional_db" not in request.fixturenames:
+        from infrai import db_async
+
+        monkeypatch.setattr(db_async, "available", lambda: False)
