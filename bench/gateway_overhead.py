@@ -14,8 +14,8 @@ One command sets everything up on loopback and writes the figures to bench/RESUL
   through the gateway for duration/R seconds each, the order rotating between rounds. Non-streamed
   load is `wrk` (Debian package, bench/wrk_post.lua); streamed load is bench/stream_client.py
   (aiohttp), which measures time to first token.
-- an ablation at 1 and 10 clients (0 ms upstream, non-streamed): the gateway with the hot path's
-  avoidable costs removed one at a time (bench/settings_variant.py), and `/v1/ai/chat`;
+- an ablation at 1 and 10 clients (0 ms upstream, non-streamed): the gateway with one thing
+  changed (its hot routes through Django's handler; no fsync at COMMIT), and `/v1/ai/chat`;
 - a yappi profile of the gateway under 10 clients (bench/profiled_daphne.py), when yappi is installed.
 
 Figures are medians over the rounds; "added" is the gateway's (or floor's) p50/p99 minus the
@@ -53,11 +53,12 @@ BODY: dict[str, Any] = {
     "max_tokens": 64,
 }
 STREAM_BODY: dict[str, Any] = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
-# (name, BENCH_VARIANT for bench/settings_variant.py); each step keeps the previous ones. The
-# httpx log line and the console middleware on /v1 are gone from the shipped gateway since.
+# (name, ASGI application, BENCH_VARIANT for bench/settings_variant.py): the shipped gateway with
+# one thing changed. The Redis client kept per process, the httpx log line and the console
+# middleware on /v1, measured here before, are in the shipped gateway since.
 ABLATIONS = [
-    ("gw +Redis client kept per process", "shared_redis"),
-    ("gw +Redis kept -fsync", "shared_redis,async_commit"),
+    ("gw, hot routes via Django's handler", "bench.asgi_variant:django_handler_application", ""),
+    ("gw -fsync", "infrai.asgi:application", "async_commit"),
 ]
 
 
@@ -459,12 +460,13 @@ def render(report: dict[str, Any]) -> str:
         lines += [
             "### Ablation: where the gateway's time goes (0 ms upstream, non-streamed)",
             "",
-            "Each row removes one more cost through bench/settings_variant.py (bench-only settings; the app is "
-            "unchanged): `+Redis client kept per process` swaps Django's RedisCache for "
-            "infrai/cache.py (Django's connects to Redis anew for every ASGI request, which the "
-            "rate limiter pays), `-fsync` sets `synchronous_commit=off` on the gateway's connections (measures "
-            "the two COMMITs' disk flushes; not a recommendation). Same interleaving; added = minus direct in "
-            "the same round.",
+            "Each row changes one thing of the shipped gateway (bench-only; the app is unchanged): "
+            "`hot routes via Django's handler` serves `/v1/chat/completions` through Django's ASGI handler "
+            "(bench/asgi_variant.py: a thread-sensitive context, a thread and the request signals per call) "
+            "instead of infrai/asgi.py's HotApiHandler; `-fsync` sets `synchronous_commit=off` on the gateway's "
+            "connections (bench/settings_variant.py; measures the two COMMITs' disk flushes, not a "
+            "recommendation). `gateway /v1/ai/chat` is the other hot route. Same interleaving; added = minus "
+            "direct in the same round.",
             "",
             "| clients | target | p50 ms | added p50 ms | added p99 ms | req/s | × raw floor | server CPU ms/req "
             "| + PostgreSQL | errors |",
@@ -600,14 +602,16 @@ def main() -> None:
 
         if not args.no_ablation:
             variants: list[Target] = []
-            for name, variant in ABLATIONS:
+            for name, app, variant in ABLATIONS:
                 port = common.free_port()
                 proc = procs.start(
-                    common.daphne_argv("infrai.asgi:application", port),
-                    env={**gateway_env, "DJANGO_SETTINGS_MODULE": "bench.settings_variant", "BENCH_VARIANT": variant},
+                    common.daphne_argv(app, port),
+                    env={**gateway_env, "DJANGO_SETTINGS_MODULE": "bench.settings_variant", "BENCH_VARIANT": variant}
+                    if variant
+                    else gateway_env,
                     cpus=SERVER_CPU,
                     port=port,
-                    log=common.OUT_DIR / f"gateway-{variant.replace(',', '-')}.log",
+                    log=common.OUT_DIR / f"gateway-{app.rsplit(':', 1)[-1]}-{variant.replace(',', '-')}.log",
                 )
                 variants.append(
                     Target(name, f"http://127.0.0.1:{port}/v1/chat/completions", proc.pid, auth, args.database)
