@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.test import Client
 
 from billing import ledger
-from billing.models import EntryKind
+from billing.models import EntryKind, UsageRecord
 from console import keys
 from console.accounts import create_account, default_project
 from console.models import Account
@@ -31,3 +33,20 @@ def signed_in_client(account: Account) -> Client:
 
 def bearer(secret: str) -> dict[str, str]:
     return {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
+
+
+def unsaved_usage_record(account: Account, request_id: str, cost_nano: int, **fields: Any) -> UsageRecord:
+    """A chat call's usage record, unsaved (the ledger writes it with a settlement)."""
+    values: dict[str, Any] = {
+        "request_id": request_id,
+        "account_id": account.pk,
+        "project_id": default_project(account).pk,
+        "capability": "chat",
+        "model": "sandbox-chat",
+        "vendor": "sandbox",
+        "input_tokens": 12,
+        "output_tokens": 34,
+        "units": {"note": "exact"},
+        "cost_nano": cost_nano,
+    }
+    return UsageRecord(**{**values, **fields})

@@ -12,9 +12,8 @@ from django.utils import timezone
 
 from billing import ledger
 from billing.models import AppendOnlyError, CreditBalance, EntryKind, Hold, HoldState, LedgerEntry, UsageRecord
-from console.accounts import default_project
 from infrai.lib.money import format_usd, usd_to_nano
-from tests.factories import make_account
+from tests.factories import make_account, unsaved_usage_record
 
 pytestmark = pytest.mark.django_db
 USD = 1_000_000_000
@@ -168,18 +167,7 @@ def test_many_holds_are_reserved_all_or_none():
 
 
 def _usage(account, request_id: str, cost_nano: int) -> UsageRecord:
-    return UsageRecord(
-        request_id=request_id,
-        account_id=account.pk,
-        project_id=default_project(account).pk,
-        capability="chat",
-        model="sandbox-chat",
-        vendor="sandbox",
-        input_tokens=12,
-        output_tokens=34,
-        units={"note": "exact"},
-        cost_nano=cost_nano,
-    )
+    return unsaved_usage_record(account, request_id, cost_nano)
 
 
 def test_a_settlement_writes_its_usage_record_once():

@@ -16,9 +16,8 @@ from django.forms.models import model_to_dict
 
 from billing import ledger
 from billing.models import CreditBalance, EntryKind, Hold, HoldState, LedgerEntry, UsageRecord
-from console.accounts import default_project
 from infrai import db_async
-from tests.factories import make_account
+from tests.factories import make_account, unsaved_usage_record
 
 pytestmark = pytest.mark.django_db(transaction=True)
 USD = 1_000_000_000
@@ -38,19 +37,8 @@ def run(awaitable: Awaitable[T]) -> T:
 
 
 def usage(account, request_id: str, cost_nano: int) -> UsageRecord:
-    return UsageRecord(
-        request_id=request_id,
-        account_id=account.pk,
-        project_id=default_project(account).pk,
-        capability="chat",
-        model="sandbox-chat",
-        vendor="sandbox",
-        input_tokens=12,
-        output_tokens=34,
-        units={"note": "exact", "n": [1, 2]},
-        cost_nano=cost_nano,
-        latency_ms=7,
-        cache_hit=True,
+    return unsaved_usage_record(
+        account, request_id, cost_nano, units={"note": "exact", "n": [1, 2]}, latency_ms=7, cache_hit=True
     )
 
 
