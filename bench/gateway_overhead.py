@@ -284,6 +284,8 @@ COUNTED = [
     ("log records emitted (Handler.handle)", "logging/__init__.py", "Handler.handle"),
     ("SELECTs compiled by the ORM (SQLCompiler.as_sql)", "django/db/models/sql/compiler.py", "SQLCompiler.as_sql"),
     ("DB connections taken from the pool (ConnectionPool.getconn)", "psycopg_pool/pool.py", "ConnectionPool.getconn"),
+    ("SQL statements on the event loop (AsyncCursor.execute)", "psycopg/cursor_async.py", "AsyncCursor.execute"),
+    ("Redis commands from the event loop (Redis.execute_command)", "redis/asyncio/client.py", "Redis.execute_command"),
 ]
 
 
@@ -340,7 +342,7 @@ def profile_gateway(
     requests = max(result["requests"], 1)
     by_category: Counter[str] = Counter()
     by_function: Counter[str] = Counter()
-    counted: dict[str, float] = {}
+    counted: dict[str, float] = {label: 0.0 for label, _, _ in COUNTED}
     total = 0.0
     for module, name, _line, ncall, tsub, _ttot in rows:
         path = relative(module)
@@ -349,7 +351,7 @@ def profile_gateway(
         total += tsub
         for label, suffix, function in COUNTED:
             if path.endswith(suffix) and name == function:
-                counted[label] = counted.get(label, 0) + ncall / requests
+                counted[label] += ncall / requests
     return {
         "requests": result["requests"],
         "rps_under_profiler": result["rps"],

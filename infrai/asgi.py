@@ -17,6 +17,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "infrai.settings.base")
 # Django must be set up before any consumer (and so any model) is imported.
 django_asgi_app = get_asgi_application()
 
+from asgiref.sync import ThreadSensitiveContext  # noqa: E402
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
@@ -81,14 +82,20 @@ HOT_API_PATHS = frozenset({"/v1/chat/completions", "/v1/ai/chat"})
 
 
 class HotApiHandler(ApiHandler):
-    """`ApiHandler` for the routes every API call goes through (HOT_API_PATHS), without Django's
-    per-request thread machinery: no thread-sensitive context (which starts a thread per request)
-    and no request_started signal; request_finished is sent from the loop as the response
-    closes, where it has no connection to close. Their views do their ORM work through
-    `gateway.api.in_thread`, which hands the connection back itself, and the rest (key, routing
-    data, holds, settlement) on the event loop."""
+    """`ApiHandler` for the routes every API call goes through (HOT_API_PATHS), without the work
+    Django's handler does in a thread for every request: the request_started signal's receivers
+    (request_finished is sent from the loop as the response closes, where it has no connection
+    to close) and the view lookup (done once). Their views do the rare ORM step through
+    `infrai.lib.sync.in_thread`, which hands the connection back itself, and the rest (key,
+    routing data, hold, settlement) on the event loop."""
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Costs nothing unless the call does ORM work in a thread (`in_thread`); then that work
+        # gets a thread of its own for this request, as under Django's handler.
+        async with ThreadSensitiveContext():
+            await self._handle(scope, receive, send)
+
+    async def _handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
