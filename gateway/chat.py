@@ -29,7 +29,7 @@ from gateway.sandbox import tokens
 from gateway.vendors.base import ChatRequest, ChatResult, Usage, VendorError
 from infrai.lib.money import format_usd
 from infrai.lib.redact import redact_secret
-from infrai.lib.sync import in_thread
+from infrai.lib.sync import finish_even_if_cancelled, in_thread
 
 log = logging.getLogger(__name__)
 CACHE_STRATEGIES = ("vendor", "infrai", "none")
@@ -448,7 +448,9 @@ async def _stream(
         status = "cancelled"
         raise
     finally:
-        await asyncio.shield(_close_stream(caller, state, params, the_plan, hold, served, usage, delivered, status))
+        await finish_even_if_cancelled(
+            _close_stream(caller, state, params, the_plan, hold, served, usage, delivered, status)
+        )
 
 
 async def _close_stream(

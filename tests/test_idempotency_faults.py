@@ -18,6 +18,7 @@ from billing import ledger
 from billing.models import Hold, HoldState, UsageRecord
 from gateway import idempotency
 from gateway.models import IdempotencyRecord
+from infrai import db_async
 from tests.factories import bearer, make_account, make_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -114,7 +115,8 @@ def test_a_database_outage_answers_a_json_503_with_retry_after(client, monkeypat
     def unavailable(*args, **kwargs):
         raise OperationalError("connection to server at 127.0.0.1 failed: Connection refused")
 
-    monkeypatch.setattr(ledger, "reserve", unavailable)
+    monkeypatch.setattr(ledger, "reserve", unavailable)  # the ledger's sync steps (SQLite)
+    monkeypatch.setattr(db_async, "connection", unavailable)  # the event loop's pool (PostgreSQL)
     response = chat(client, secret)
     assert response.status_code == 503
     assert response["Retry-After"] == "2" and response["X-Request-Id"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -30,3 +31,15 @@ async def in_thread(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     connection back when done. The hot `/v1` routes are served without Django's request signals
     (infrai/asgi.py), which would otherwise do that at the end of the request."""
     return await sync_to_async(_closing_connections(function))(*args, **kwargs)
+
+
+async def finish_even_if_cancelled(awaitable: Awaitable[T]) -> T:
+    """Await `awaitable` to its end even when the caller is cancelled meanwhile, and only then
+    let the cancellation through: what a stream's cleanup settles must be settled by the time
+    the stream has ended, not some time later in the background."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        raise
