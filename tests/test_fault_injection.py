@@ -362,6 +362,7 @@ class Outcome:
     status: int
     body: dict[str, Any] | None  # None: not JSON
     started: float
+    finished: float = 0.0
 
 
 async def call_once(client: httpx.AsyncClient, url: str, secret: str, key: str, model: str = "sandbox-chat") -> Outcome:
@@ -372,7 +373,7 @@ async def call_once(client: httpx.AsyncClient, url: str, secret: str, key: str, 
         parsed = response.json()
     except ValueError:
         parsed = None
-    return Outcome(key, response.status_code, parsed, started)
+    return Outcome(key, response.status_code, parsed, started, time.monotonic())
 
 
 def request_id_of(outcome: Outcome) -> str:
@@ -430,17 +431,25 @@ def test_postgres_restarted_mid_load_loses_nothing_and_charges_nothing_twice(pos
 
             callers = [asyncio.create_task(caller(w)) for w in range(12)]
             await asyncio.sleep(2)
+            restarting_at = time.monotonic()
             await asyncio.to_thread(deployment.server.restart)
             restarted_at = time.monotonic()
             await asyncio.sleep(2)
             stop.set()
-            return [o for outcomes in await asyncio.gather(*callers) for o in outcomes], restarted_at
+            outcomes = [o for outcomes in await asyncio.gather(*callers) for o in outcomes]
+            return outcomes, restarting_at, restarted_at
 
-    outcomes, restarted_at = asyncio.run(load())
+    outcomes, restarting_at, restarted_at = asyncio.run(load())
     failed = [o for o in outcomes if o.status != 200]
     failed_after = [o for o in failed if o.started > restarted_at]
-    print(f"{len(outcomes)} calls, {len(failed)} failed ({len(failed_after)} of them sent after the restart)")
-    assert failed, "the restart cut calls in flight"
+    across = [o for o in outcomes if o.started < restarting_at < o.finished]
+    print(
+        f"{len(outcomes)} calls, {len(across)} in flight as the restart began, {len(failed)} failed "
+        f"({len(failed_after)} of them sent after the restart)"
+    )
+    # Calls in flight may fail (their connection died) or survive (they waited for a connection
+    # until PostgreSQL was back); either way the ledger below must balance.
+    assert across, "the restart happened while calls were in flight"
     # Whether the body is a JSON error: test_with_postgres_down_a_call_gets_a_json_503_not_an_html_page.
     assert all(o.status >= 500 for o in failed), [(o.status, o.body) for o in failed]
     fresh = calls(deployment, [f"after-{i}" for i in range(10)])
