@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +13,7 @@ from gateway.api import ApiRequestState, Caller, api_view_async, parse_json_body
 from gateway.chat import ChatOutcome, StreamEvent
 from gateway.models import IdempotencyRecord
 from gateway.vendors.base import Usage
-from infrai.lib.sync import in_thread
+from infrai.lib.sync import finish_even_if_cancelled, in_thread
 
 
 def sse(data: dict[str, Any] | str) -> bytes:
@@ -168,7 +167,7 @@ async def _recorded_events(events: AsyncIterator[StreamEvent], claim: Idempotenc
             yield event
     finally:
         if not stored:
-            await asyncio.shield(in_thread(idempotency.abandon, claim))
+            await finish_even_if_cancelled(in_thread(idempotency.abandon, claim))
 
 
 @api_view_async(["POST"])

@@ -55,25 +55,27 @@ class ProcessWideRedisCache(RedisCache):
 # --- The same Redis from the event loop ---------------------------------------------------------
 
 REDIS_TIMEOUT_SECONDS = 2
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+_async_scripts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
 
-def _async_client(backend: RedisCache) -> Any:
-    """One redis.asyncio client per event loop (daphne has one; tests start many) for the
-    cache's write server. redis-py's asyncio connections belong to the loop that opened them."""
+def _read_and_count_script(backend: RedisCache) -> Any:
+    """READ_AND_COUNT on a redis.asyncio client of the cache's write server, one per event loop
+    (daphne has one; tests start many): redis-py's asyncio connections belong to the loop that
+    opened them."""
     import redis.asyncio
 
     loop = asyncio.get_running_loop()
-    client = _async_clients.get(loop)
-    if client is None:
+    script = _async_scripts.get(loop)
+    if script is None:
         # Bounded waits: a Redis that hangs must cost a call seconds at most, then the sync path
         # (which fails open) takes over.
-        client = _async_clients[loop] = redis.asyncio.Redis.from_url(
+        client = redis.asyncio.Redis.from_url(
             backend._servers[0],  # noqa: SLF001
             socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
             socket_timeout=REDIS_TIMEOUT_SECONDS,
         )
-    return client
+        script = _async_scripts[loop] = client.register_script(READ_AND_COUNT)
+    return script
 
 
 # Reads the entries in KEYS[1..n-1] and, when ARGV[1] is not 0, counts the bucket in KEYS[n]
@@ -90,7 +92,6 @@ if ARGV[1] ~= '0' then
 end
 return values
 """
-_scripts: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 async def read_and_count(
@@ -105,11 +106,9 @@ async def read_and_count(
     if bucket is not None:
         keys.append(backend.make_key(bucket.name))
     try:
-        client = _async_client(backend)
-        script = _scripts.get(client)
-        if script is None:
-            script = _scripts[client] = client.register_script(READ_AND_COUNT)
-        replies = await script(keys=keys, args=[bucket.ttl_seconds if bucket is not None else 0])
+        replies = await _read_and_count_script(backend)(
+            keys=keys, args=[bucket.ttl_seconds if bucket is not None else 0]
+        )
     except Exception:
         log.warning("cache unavailable from the event loop; taking the thread", exc_info=True)
         return None
