@@ -60,6 +60,12 @@ ABLATIONS = [
     ("gw, hot routes via Django's handler", "bench.asgi_variant:django_handler_application", ""),
     ("gw -fsync", "infrai.asgi:application", "async_commit"),
 ]
+# (name, MONEY_FLOOR_STEPS): the raw floor plus only the per-call key check and ledger steps
+# (bench/money_floor.py), the ceiling of any gateway that keeps the money guarantees per call.
+MONEY_FLOORS = [
+    ("raw floor + key check", "key"),
+    ("raw floor + key check + hold + settle", "key,ledger"),
+]
 
 
 @dataclass
@@ -94,7 +100,7 @@ def check_target(target: Target) -> None:
     status, raw = http_json(target.url, BODY, target.auth)
     if status != 200 or b"SIMULATED" not in raw:
         raise RuntimeError(f"{target.name}: {status} {raw[:400]!r}")
-    if target.auth:
+    if target.auth and not target.name.startswith("raw floor"):
         vendor = json.loads(raw).get("_metadata", {}).get("vendor")
         if vendor != "openai_compatible":
             raise RuntimeError(f"{target.name} routed to {vendor!r}, not the simulated openai_compatible upstream")
@@ -467,8 +473,11 @@ def render(report: dict[str, Any]) -> str:
             "(bench/asgi_variant.py: a thread-sensitive context, a thread and the request signals per call) "
             "instead of infrai/asgi.py's HotApiHandler; `-fsync` sets `synchronous_commit=off` on the gateway's "
             "connections (bench/settings_variant.py; measures the two COMMITs' disk flushes, not a "
-            "recommendation). `gateway /v1/ai/chat` is the other hot route. Same interleaving; added = minus "
-            "direct in the same round.",
+            "recommendation). `gateway /v1/ai/chat` is the other hot route. The `raw floor + ...` rows are not "
+            "the gateway: they are the raw floor plus only the key check in Redis, then plus the hold and the "
+            "settlement with its usage record, each done by the gateway's own code (bench/money_floor.py): the "
+            "most a gateway that keeps the money guarantees per call can reach here. Same interleaving; "
+            "added = minus direct in the same round.",
             "",
             "| clients | target | p50 ms | added p50 ms | added p99 ms | req/s | × raw floor | server CPU ms/req "
             "| + PostgreSQL | errors |",
@@ -484,7 +493,7 @@ def render(report: dict[str, Any]) -> str:
                 lines.append(
                     f"| {clients} | {name} | {f(s['p50_ms'])} | {f(s['added_p50_ms'])} | {f(s['added_p99_ms'])} | "
                     f"{f(s['rps'], 0)} | {f(vs_raw, 2)} | {f(s['server_cpu_ms_per_request'])} | "
-                    f"{f(pg) if name.startswith('gw') or name.startswith('gateway') else '—'} | {s['errors']} |"
+                    f"{f(pg) if name.startswith(('gw', 'gateway')) or 'hold' in name else '—'} | {s['errors']} |"
                 )
         lines.append("")
     profile = report.get("profile")
@@ -618,6 +627,17 @@ def main() -> None:
                 variants.append(
                     Target(name, f"http://127.0.0.1:{port}/v1/chat/completions", proc.pid, auth, args.database)
                 )
+            for name, steps in MONEY_FLOORS:
+                port = common.free_port()
+                proc = procs.start(
+                    common.daphne_argv("bench.money_floor:application", port),
+                    env={**gateway_env, "MONEY_FLOOR_STEPS": steps, "RAW_FLOOR_UPSTREAM": upstream.rsplit("/v1", 1)[0]},
+                    cpus=SERVER_CPU,
+                    port=port,
+                    log=common.OUT_DIR / f"money_floor-{steps.replace(',', '-')}.log",
+                )
+                database = args.database if "ledger" in steps else None
+                variants.append(Target(name, f"http://127.0.0.1:{port}/v1/chat/completions", proc.pid, auth, database))
             ai_chat = Target(
                 "gateway /v1/ai/chat", f"http://127.0.0.1:{gw_port}/v1/ai/chat", gateway.pid, auth, args.database
             )
