@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 
 from console import keys
 from console.models import Account, Project, ProjectKey
@@ -216,6 +217,10 @@ def _database_unavailable(state: ApiRequestState) -> HttpResponseBase:
     return response
 
 
+def _unreadable_form(exc: MultiPartParserError) -> ApiError:
+    return field_error("body", f"The multipart/form-data body could not be read: {exc}", code="INVALID_MULTIPART")
+
+
 def _error_response(state: ApiRequestState, exc: ApiError) -> HttpResponseBase:
     vendor = exc.extra.get("vendor")
     return exc.response(state.request_id, metadata(state, **({"vendor": vendor} if vendor else {})))
@@ -249,6 +254,8 @@ def api_view(methods: list[str], *, auth: bool = True) -> Callable[[Callable[...
                 result = view(request, state, *args, **kwargs)
             except ApiError as exc:
                 return _error_response(state, exc)
+            except MultiPartParserError as exc:
+                return _error_response(state, _unreadable_form(exc))
             except (OperationalError, InterfaceError):
                 return _database_unavailable(state)
             return _response(state, result)
@@ -273,6 +280,8 @@ def api_view_async(methods: list[str]) -> Callable[[Callable[..., Any]], Callabl
                 result = await view(request, state, *args, **kwargs)
             except ApiError as exc:
                 return _error_response(state, exc)
+            except MultiPartParserError as exc:
+                return _error_response(state, _unreadable_form(exc))
             except (OperationalError, InterfaceError):
                 return _database_unavailable(state)
             return _response(state, result)

@@ -201,7 +201,7 @@ def error_response(description: str, codes: list[str], schema: str = "Error") ->
 
 
 def bad_request(*extra_codes: str, routed: bool = False, json_body: bool = True) -> dict[str, Any]:
-    codes = ["INVALID_JSON"] if json_body else []
+    codes = ["INVALID_JSON"] if json_body else ["INVALID_MULTIPART"]  # a JSON body, or a form upload
     codes += ["MISSING_FIELD", "INVALID_FIELD", *extra_codes]
     if routed:
         codes += ROUTING_CODES + UPSTREAM_400_CODES

@@ -29,7 +29,10 @@ from django.middleware.common import CommonMiddleware  # noqa: E402
 from django.middleware.security import SecurityMiddleware  # noqa: E402
 from django.urls import resolve, set_script_prefix  # noqa: E402
 
+from infrai.server import leave_request_bodies_to_django  # noqa: E402
 from playground.routing import websocket_urlpatterns  # noqa: E402
+
+leave_request_bodies_to_django()
 
 # Outermost first, in the order they have in settings.MIDDLEWARE. Each has only
 # process_request/process_response hooks that compute headers (no I/O), so `ApiHandler` calls
