@@ -18,6 +18,7 @@ from gateway.chat import meta, scrubbed
 from gateway.models import CatalogModel
 from gateway.routing import Candidate
 from gateway.vendors.base import VendorError
+from infrai.lib.sync import finish_even_if_cancelled
 
 T = TypeVar("T")
 
@@ -80,10 +81,11 @@ async def metered(
                     continue
                 break
             facts.latency_ms = int((time.perf_counter() - state.started) * 1000)
-            await metering.settle_call(hold, caller, state.request_id, cost, facts)
+            await finish_even_if_cancelled(metering.settle_call(hold, caller, state.request_id, cost, facts))
             return Served(result, candidate, cost, meta(state, candidate, cost))
     except BaseException:
-        await metering.release_call(hold)
+        # Also a client that went away (Django cancels the view): the hold is closed now, uncharged.
+        await finish_even_if_cancelled(metering.release_call(hold))
         raise
     await metering.release_call(hold)
     assert last_error is not None

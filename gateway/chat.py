@@ -346,10 +346,15 @@ async def run_chat(origin: metering.Origin, caller: Caller, state: ApiRequestSta
             if exc.retryable:
                 continue
             break
+        except asyncio.CancelledError:
+            await finish_even_if_cancelled(_settle_cancelled(caller, state, params, the_plan, hold, candidate))
+            raise
         usage = measured_usage(result.usage, the_plan, result.content)
         result.usage = usage
         cost = actual_cost_nano(candidate, usage, params)
-        await metering.settle_call(hold, caller, state.request_id, cost, _facts(candidate, usage, state))
+        await finish_even_if_cancelled(
+            metering.settle_call(hold, caller, state.request_id, cost, _facts(candidate, usage, state))
+        )
         if use_cache:
             await _cache_set(
                 cache_key(caller, params),
@@ -366,6 +371,19 @@ async def run_chat(origin: metering.Origin, caller: Caller, state: ApiRequestSta
     await metering.release_call(hold)
     assert last_error is not None
     raise ApiError(last_error.status, last_error.code, last_error.message, vendor=the_plan.chain[-1].entry.vendor)
+
+
+async def _settle_cancelled(
+    caller: Caller, state: ApiRequestState, params: ChatParams, the_plan: Plan, hold: Hold, candidate: Candidate
+) -> None:
+    """The client went away while the vendor was answering (Django cancels the view): like a
+    stream cancelled before its first delta, the call is recorded as cancelled and charged for
+    its prompt, which the vendor was sent, and its hold is closed now, not by the sweeper."""
+    usage = Usage(the_plan.prompt_tokens, 0)
+    cost = actual_cost_nano(candidate, usage, params)
+    await metering.settle_call(
+        hold, caller, state.request_id, cost, _facts(candidate, usage, state, status="cancelled")
+    )
 
 
 async def _cache_hit(
