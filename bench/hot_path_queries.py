@@ -99,6 +99,11 @@ def measure(key: str, calls: int) -> dict[str, Any]:
     # The test client runs each async view on a fresh event loop; pooled sessions of finished
     # loops are closed by gateway.http but asyncio reports them first. A server keeps one loop.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    # A server runs the ledger's statements on its event loop's own pool (infrai/db_async.py);
+    # here they run on Django's connection, the same SQL, so that CaptureQueriesContext sees them.
+    from infrai import db_async
+
+    db_async.available = lambda: False
     client = Client()
     headers = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
     routes = {
@@ -195,13 +200,8 @@ def time_steps(key: str, calls: int) -> dict[str, dict[str, float]]:
     def settle() -> None:
         hold = holds.pop()
         cost = chat.actual_cost_nano(candidate, usage, params)
-        metering._settle(
-            hold,
-            caller,
-            hold.reference,
-            cost,
-            metering.UsageFacts("chat", "deepseek-chat", "openai_compatible", 12, 200),
-        )  # noqa: SLF001
+        facts = metering.UsageFacts("chat", "deepseek-chat", "openai_compatible", 12, 200)
+        ledger.settle(hold, cost, usage=metering.usage_record(caller, hold.reference, cost, facts))
 
     step_holds: list[Any] = []
 

@@ -4,11 +4,15 @@ N worker processes (each its own connection) loop "reserve a hold, then settle i
 record" for a fixed time, either all on ONE account (every pair locks the same balance row) or
 each on its own account. Two implementations of the same rows, interleaved:
 
-- `shipped`: billing.ledger.reserve + gateway.metering's settle, exactly as the hot path calls
-  them: on PostgreSQL one data-modifying CTE per step in autocommit (2 statements per pair, the
+- `shipped`: billing.ledger.reserve and settle with gateway.metering's usage record, the same
+  statements the hot path runs (it runs them on the event loop's pool): on PostgreSQL one data-modifying CTE per step in autocommit (2 statements per pair, the
   usage record written by the settling statement).
 - `in steps`: the ledger's portable path (what SQLite uses, and what shipped on PostgreSQL too
   before the one-statement path): 2 transactions of several statements each.
+- `grouped`: NOT SHIPPED, a measurement of group commit: the shipped statements for `--group`
+  pairs at a time, their holds pipelined in one transaction, then their settlements in another
+  (one round trip and one commit per group instead of per statement; a pair's latency is its
+  group's). What a ledger that batched the calls in flight in one process could gain.
 
 After the run the ledger of every benchmark account is checked (balance = sum of entries, held =
 open holds) with billing.ledger.check_consistency, so both implementations are shown correct.
@@ -54,12 +58,13 @@ def worker(conn: Connection, db_url: str) -> None:
     from infrai.lib.ids import uuid7
 
     callers: dict[int, api.Caller] = {}
+    grouped_conn: Any = None
     conn.send("ready")
     while True:
         command = conn.recv()
         if command is None:
             break
-        impl, account_id, project_id, start_at, duration = command
+        impl, account_id, project_id, start_at, duration, group = command
         if account_id not in callers:
             account = Account.objects.get(pk=account_id)
             callers[account_id] = api.Caller(key=None, project=account.projects.get(is_default=True), account=account)
@@ -73,9 +78,20 @@ def worker(conn: Connection, db_url: str) -> None:
             began = time.perf_counter()
             reference = str(uuid7())
             try:
+                if impl == "grouped":
+                    if grouped_conn is None:
+                        import psycopg
+
+                        grouped_conn = psycopg.connect(db_url.replace("postgres://", "postgresql://"), autocommit=True)
+                    settle_group(grouped_conn, caller, account_id, group, facts, ledger, metering, settings)
+                    latencies += [(time.perf_counter() - began) * 1000] * group
+                    continue
                 if impl == "shipped":
                     hold = ledger.reserve(account_id, HOLD_NANO, reference, ttl=settings_ttl(settings), memo="chat")
-                    metering._settle(hold, caller, reference, COST_NANO, facts)  # noqa: SLF001
+                    if not ledger.settle(
+                        hold, COST_NANO, usage=metering.usage_record(caller, reference, COST_NANO, facts)
+                    ):
+                        raise RuntimeError("settle closed nothing")
                 else:
                     hold = ledger._reserve_in_steps(  # noqa: SLF001
                         account_id, HOLD_NANO, reference, timezone.now(), settings_ttl(settings), "chat"
@@ -88,6 +104,38 @@ def worker(conn: Connection, db_url: str) -> None:
                 continue
             latencies.append((time.perf_counter() - began) * 1000)
         conn.send({"latencies": latencies, "errors": errors})
+
+
+def settle_group(
+    db: Any, caller: Any, account_id: int, group: int, facts: Any, ledger: Any, metering: Any, settings: Any
+) -> None:
+    """`group` pairs with the shipped statements: the holds in one pipelined transaction, then
+    the settlements with their usage records in another."""
+    from billing.models import HoldState
+    from infrai.lib.ids import uuid7
+
+    reserves = [
+        ledger._reserve_statement(account_id, HOLD_NANO, str(uuid7()), settings_ttl(settings), "chat")  # noqa: SLF001
+        for _ in range(group)
+    ]
+    with db.transaction(), db.pipeline():
+        cursors = [db.execute(ledger.RESERVE_SQL, params) for _, params in reserves]
+    holds = []
+    for (hold, _), cursor in zip(reserves, cursors, strict=True):
+        row = cursor.fetchone()
+        if row is None:
+            raise RuntimeError("hold refused")
+        holds.append(ledger._reserved(hold, row[0]))  # noqa: SLF001
+    settles = [
+        ledger._close_statement(  # noqa: SLF001
+            hold, HoldState.SETTLED, COST_NANO, metering.usage_record(caller, hold.reference, COST_NANO, facts)
+        )
+        for hold in holds
+    ]
+    with db.transaction(), db.pipeline():
+        cursors = [db.execute(sql, params) for sql, params, _ in settles]
+    if any(cursor.fetchone() is None for cursor in cursors):
+        raise RuntimeError("settle closed nothing")
 
 
 def settings_ttl(settings: Any) -> Any:
@@ -128,6 +176,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,4,16", help="worker processes, comma-separated")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions of the whole matrix")
     parser.add_argument("--database", default=common.DEFAULT_DB)
+    parser.add_argument("--group", type=int, default=8, help="pairs per group in the (unshipped) grouped run")
     args = parser.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
     most = max(counts)
@@ -152,12 +201,13 @@ def main() -> None:
         for rnd in range(args.rounds):
             for n in counts:
                 for layout in ("one account", "spread"):
-                    impls = ["shipped", "in steps"] if rnd % 2 == 0 else ["in steps", "shipped"]
+                    impls = ["shipped", "in steps", "grouped"]
+                    impls = impls[rnd % 3 :] + impls[: rnd % 3]
                     for impl in impls:
                         start_at = time.time() + 0.3
                         for i in range(n):
                             account_id, project_id = hot if layout == "one account" else spread[i]
-                            pipes[i].send((impl, account_id, project_id, start_at, args.duration))
+                            pipes[i].send((impl, account_id, project_id, start_at, args.duration, args.group))
                         results = [pipes[i].recv() for i in range(n)]
                         latencies = [x for r in results for x in r["latencies"]]
                         run = {
@@ -238,8 +288,9 @@ def render(report: dict[str, Any], counts: list[int]) -> str:
         f"One INSERT + COMMIT on this PostgreSQL takes {f(report['commit_ms'])} ms (fsync on; the disk's flush "
         "bounds every commit).",
         "",
-        "| workers | layout | shipped (one statement per step) pairs/s | p50 ms | p99 ms | in steps pairs/s | p50 ms | p99 ms | shipped ÷ in steps |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| workers | layout | shipped (one statement per step) pairs/s | p50 ms | p99 ms | in steps pairs/s | p50 ms | p99 ms | shipped ÷ in steps "
+        f"| grouped ×{args.get('group', 8)} (not shipped) pairs/s | p50 ms | p99 ms | grouped ÷ shipped |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in counts:
         for layout in ("one account", "spread"):
@@ -247,10 +298,17 @@ def render(report: dict[str, Any], counts: list[int]) -> str:
             b = summary.get(f"in steps|{layout}|{n}")
             if not a or not b:
                 continue
+            g = summary.get(f"grouped|{layout}|{n}") or {
+                "pairs_per_s": float("nan"),
+                "p50_ms": float("nan"),
+                "p99_ms": float("nan"),
+            }
             gain = a["pairs_per_s"] / b["pairs_per_s"] if b["pairs_per_s"] else float("nan")
+            grouped_gain = g["pairs_per_s"] / a["pairs_per_s"] if a["pairs_per_s"] else float("nan")
             lines.append(
                 f"| {n} | {layout} | {f(a['pairs_per_s'], 0)} | {f(a['p50_ms'])} | {f(a['p99_ms'])} | "
-                f"{f(b['pairs_per_s'], 0)} | {f(b['p50_ms'])} | {f(b['p99_ms'])} | ×{f(gain)} |"
+                f"{f(b['pairs_per_s'], 0)} | {f(b['p50_ms'])} | {f(b['p99_ms'])} | ×{f(gain)} | "
+                f"{f(g['pairs_per_s'], 0)} | {f(g['p50_ms'])} | {f(g['p99_ms'])} | ×{f(grouped_gain)} |"
             )
     errors = sum(s["errors"] for s in summary.values())
     lines += [
