@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Iterator
 
 import pytest
 from django.core.cache import cache
@@ -62,3 +64,14 @@ def _ledger_on_the_tests_connection(request, monkeypatch):
         from infrai import db_async
 
         monkeypatch.setattr(db_async, "available", lambda: False)
+
+
+@pytest.fixture
+def silent_upstream() -> Iterator[str]:
+    """A SIMULATED vendor on loopback that accepts calls and never answers; yields its base URL."""
+    from tests.live import listening_socket
+
+    held: list[socket.socket] = []
+    yield from listening_socket(held.append)
+    for conn in held:
+        conn.close()

@@ -9,8 +9,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -85,3 +86,30 @@ def live_servers(count: int = 1, extra_env: dict[str, str] | None = None) -> Ite
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def listening_socket(on_accept: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A loopback server that hands each accepted connection to `on_accept` (a SIMULATED vendor
+    that misbehaves as the test needs); yields its base URL (`.../v1`)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            on_accept(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/v1"
+    finally:
+        stop.set()
+        thread.join()
+        server.close()

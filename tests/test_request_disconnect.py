@@ -6,10 +6,7 @@ The vendor is SIMULATED: a loopback socket that accepts the call and never answe
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -20,34 +17,6 @@ from tests.factories import make_account, make_key
 from tests.live import live_servers
 
 USD = 1_000_000_000
-
-
-@pytest.fixture
-def silent_upstream() -> Iterator[str]:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    server.settimeout(0.1)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}/v1"
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        server.close()
 
 
 @pytest.mark.django_db(transaction=True)

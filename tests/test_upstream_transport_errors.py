@@ -7,7 +7,6 @@ answers, a server that hangs up without a reply.
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 
 import httpx
@@ -15,42 +14,9 @@ import pytest
 
 from gateway.vendors.base import ChatRequest, Credential, VendorError
 from gateway.vendors.openai_compatible import OpenAICompatible
-from tests.live import free_port
+from tests.live import free_port, listening_socket
 
 REQUEST = ChatRequest(model="m", messages=[{"role": "user", "content": "hi"}])
-
-
-def listening_socket(on_accept) -> Iterator[str]:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    stop = threading.Event()
-
-    def serve() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            on_accept(conn)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}/v1"
-    finally:
-        stop.set()
-        thread.join()
-        server.close()
-
-
-@pytest.fixture
-def silent_upstream() -> Iterator[str]:
-    held: list[socket.socket] = []
-    yield from listening_socket(held.append)
-    for conn in held:
-        conn.close()
 
 
 @pytest.fixture
