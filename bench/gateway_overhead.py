@@ -59,7 +59,6 @@ STREAM_BODY: dict[str, Any] = {**BODY, "stream": True, "stream_options": {"inclu
 ABLATIONS = [
     ("gw, hot routes via Django's handler", "bench.asgi_variant:django_handler_application", ""),
     ("gw -fsync", "infrai.asgi:application", "async_commit"),
-    ("gw, one commit per ledger step", "bench.asgi_variant:one_commit_per_step_application", ""),
 ]
 # (name, MONEY_FLOOR_STEPS): the raw floor plus only the per-call key check and ledger steps
 # (bench/money_floor.py), the ceiling of any gateway that keeps the money guarantees per call.
@@ -474,8 +473,7 @@ def render(report: dict[str, Any]) -> str:
             "(bench/asgi_variant.py: a thread-sensitive context, a thread and the request signals per call) "
             "instead of infrai/asgi.py's HotApiHandler; `-fsync` sets `synchronous_commit=off` on the gateway's "
             "connections (bench/settings_variant.py; measures the two COMMITs' disk flushes, not a "
-            "recommendation); `one commit per ledger step` sends each hold and settlement alone, as before "
-            "group commit (bench/asgi_variant.py). `gateway /v1/ai/chat` is the other hot route. The `raw floor + ...` rows are not "
+            "recommendation). `gateway /v1/ai/chat` is the other hot route. The `raw floor + ...` rows are not "
             "the gateway: they are the raw floor plus only the key check in Redis, then plus the hold and the "
             "settlement with its usage record, each done by the gateway's own code (bench/money_floor.py): the "
             "most a gateway that keeps the money guarantees per call can reach here. Same interleaving; "

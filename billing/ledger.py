@@ -12,10 +12,8 @@ locked only for that statement and its commit. Other databases (SQLite) take the
 separate statements in one transaction, with the same rows and the same guards.
 
 `areserve`, `asettle` and `arelease` are the same steps for async callers: on PostgreSQL the same
-statements on the event loop's own connection pool (infrai/db_async.py), with no thread hand-off,
-and committed in groups: the steps that arrive while a group is in flight go together, pipelined
-in one transaction, and each caller has its answer once its group is committed (a failure in a
-group sends its steps again one by one). Elsewhere the sync functions run in a worker thread.
+statements on the event loop's own connection pool (infrai/db_async.py), with no thread hand-off;
+elsewhere the sync functions in a worker thread.
 """
 
 from __future__ import annotations
@@ -328,16 +326,16 @@ async def areserve(
     _check_hold_amount(amount_nano)
     account_id = _account_id(account)
     hold, params = _reserve_statement(account_id, amount_nano, reference, ttl, memo)
-    try:
-        row = await db_async.fetchone_committed(RESERVE_SQL, params, order=account_id)
-    except IntegrityError as exc:
-        async with db_async.connection() as conn:
+    async with db_async.connection() as conn:
+        try:
+            row = await db_async.fetchone(conn, RESERVE_SQL, params)
+        except IntegrityError as exc:
             await _araise_if_duplicate(conn, exc, [_hold_reference(reference)])
-        raise
-    if row is None:
-        async with db_async.connection() as conn:
-            balance = await db_async.fetchone(conn, *_compiled(_balance_row(account_id).query))
-        raise _refusal(account_id, balance, amount_nano)
+            raise
+        if row is None:
+            raise _refusal(
+                account_id, await db_async.fetchone(conn, *_compiled(_balance_row(account_id).query)), amount_nano
+            )
     return _reserved(hold, row[0])
 
 
@@ -502,12 +500,12 @@ async def _aclose_hold(hold: Hold, state: str, charged_nano: int, usage: UsageRe
     if not db_async.available():
         return await in_thread(_close_hold, hold, state, charged_nano, None, usage)
     sql, params, now = _close_statement(hold, state, charged_nano, usage)
-    try:
-        row = await db_async.fetchone_committed(sql, params, order=hold.account_id)
-    except IntegrityError as exc:
-        async with db_async.connection() as conn:
+    async with db_async.connection() as conn:
+        try:
+            row = await db_async.fetchone(conn, sql, params)
+        except IntegrityError as exc:
             await _araise_if_duplicate(conn, exc, _close_references(hold))
-        raise
+            raise
     if row is None:
         return False
     _mark_closed(hold, state, charged_nano, now)

@@ -43,7 +43,6 @@ _opened: weakref.WeakKeyDictionary[AsyncConnectionPool, weakref.WeakSet[psycopg.
     weakref.WeakKeyDictionary()
 )
 _closing: set[asyncio.Future[None]] = set()
-_sending: set[asyncio.Future[None]] = set()  # strong references to the running group senders
 
 
 def available() -> bool:
@@ -126,114 +125,6 @@ async def fetchone(conn: psycopg.AsyncConnection, sql: str, params: Sequence[Any
     with django_errors():
         cursor = await conn.execute(sql, params)
         return await cursor.fetchone()
-
-
-# --- Group commit -------------------------------------------------------------------------------
-
-Row = tuple[Any, ...] | None
-
-
-class _Waiting:
-    __slots__ = ("sql", "params", "order", "answer")
-
-    def __init__(self, sql: str, params: Sequence[Any], order: int, answer: asyncio.Future[Row]) -> None:
-        self.sql, self.params, self.order, self.answer = sql, params, order, answer
-
-
-class _StatementGroups:
-    """The one-statement steps of one event loop's callers, committed together: while a group is
-    in flight, the statements that arrive wait and then go as the next group, pipelined in one
-    transaction (one round trip and one commit for all). A statement alone goes alone, in
-    autocommit, as before, so a quiet server adds no wait; a busy one commits less often."""
-
-    def __init__(self) -> None:
-        self.waiting: list[_Waiting] = []
-        self.sending = False
-        self.groups = 0  # groups of two or more sent (read by tests)
-
-    def add(self, sql: str, params: Sequence[Any], order: int) -> asyncio.Future[Row]:
-        answer: asyncio.Future[Row] = asyncio.get_running_loop().create_future()
-        self.waiting.append(_Waiting(sql, params, order, answer))
-        if not self.sending:
-            self.sending = True
-            task = asyncio.ensure_future(self._send_all())
-            _sending.add(task)
-            task.add_done_callback(_sending.discard)
-        return answer
-
-    async def _send_all(self) -> None:
-        try:
-            await asyncio.sleep(0)  # let the callers of this turn of the loop join the first group
-            while self.waiting:
-                # A caller cancelled before its statement was sent is not sent at all.
-                group = [w for w in self.waiting if not w.answer.done()]
-                self.waiting = []
-                if group:
-                    await self._send(group)
-        finally:
-            self.sending = False
-
-    async def _send(self, group: list[_Waiting]) -> None:
-        # One lock order for every process (balance rows by account), so groups that touch the
-        # same accounts do not deadlock. Two processes closing the same hold at once still can;
-        # PostgreSQL then aborts one group, which `_together` sends again one step at a time.
-        group.sort(key=lambda w: w.order)
-        try:
-            async with connection() as conn:
-                answers = await (_one_by_one(conn, group) if len(group) == 1 else _together(conn, group))
-        except Exception as exc:  # noqa: BLE001 (no connection: every statement gets the error)
-            answers = [exc] * len(group)
-        for waiting, answer in zip(group, answers, strict=True):
-            if waiting.answer.done():
-                continue
-            if isinstance(answer, BaseException):
-                waiting.answer.set_exception(answer)
-            else:
-                waiting.answer.set_result(answer)
-        if len(group) > 1:
-            self.groups += 1
-
-
-async def _together(conn: psycopg.AsyncConnection, group: list[_Waiting]) -> list[Row | BaseException]:
-    """The group in one pipelined transaction; if any statement fails, none of them took effect,
-    and each is sent again alone for its own answer (a duplicate reference, a lost connection)."""
-    try:
-        async with conn.transaction():
-            async with conn.pipeline():
-                cursors = [await conn.execute(w.sql, w.params) for w in group]
-            return [await cursor.fetchone() for cursor in cursors]
-    except psycopg.Error:
-        if conn.broken:
-            raise
-    return await _one_by_one(conn, group)
-
-
-async def _one_by_one(conn: psycopg.AsyncConnection, group: list[_Waiting]) -> list[Row | BaseException]:
-    answers: list[Row | BaseException] = []
-    for waiting in group:
-        try:
-            answers.append(await fetchone(conn, waiting.sql, waiting.params))
-        except Exception as exc:  # noqa: BLE001 (handed to that statement's caller)
-            answers.append(exc)
-    return answers
-
-
-_groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StatementGroups] = weakref.WeakKeyDictionary()
-
-
-def statement_groups() -> _StatementGroups:
-    loop = asyncio.get_running_loop()
-    groups = _groups.get(loop)
-    if groups is None:
-        groups = _groups[loop] = _StatementGroups()
-    return groups
-
-
-async def fetchone_committed(sql: str, params: Sequence[Any], order: int) -> Row:
-    """Run one single-statement step and return its row once it is committed, grouped with the
-    steps of this loop's other callers (`_StatementGroups`). `order`: the account whose balance
-    row the statement locks. Errors come as Django's, as from `fetchone`."""
-    return await statement_groups().add(sql, params, order)
 
 
 # Most specific first, as Django's own DatabaseErrorWrapper maps them.

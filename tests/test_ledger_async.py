@@ -257,56 +257,6 @@ def test_on_postgresql_the_hot_path_uses_no_thread(on_postgres, monkeypatch):
     assert ledger.check_consistency() == []
 
 
-def test_on_postgresql_concurrent_steps_are_committed_in_groups_with_the_same_results(on_postgres):
-    accounts = [make_account(f"group-{n}@example.com", credit_nano=10 * USD) for n in range(3)]
-    records = [usage(accounts[n % 3], f"grp-{n}", 1000 + n) for n in range(30)]
-
-    async def busy() -> tuple[list[Hold], list[bool], int]:
-        holds = await asyncio.gather(*(ledger.areserve(accounts[n % 3].pk, USD, f"grp-{n}") for n in range(30)))
-        settled = await asyncio.gather(
-            *(ledger.asettle(hold, 1000 + n, usage=records[n]) for n, hold in enumerate(holds))
-        )
-        return holds, settled, db_async.statement_groups().groups
-
-    holds, settled, groups = run(busy())
-    assert groups >= 2, "30 holds and 30 settlements at once went as groups"
-    assert settled == [True] * 30
-    assert len({h.pk for h in holds}) == 30
-    for n, account in enumerate(accounts):
-        charged = sum(1000 + i for i in range(30) if i % 3 == n)
-        assert balance_of(account) == (10 * USD - charged, 0)
-        assert UsageRecord.objects.filter(account=account).count() == 10
-    assert ledger.check_consistency() == []
-
-
-def test_on_postgresql_a_failing_step_in_a_group_fails_alone(on_postgres):
-    account = make_account(credit_nano=10 * USD)
-    run(ledger.areserve(account, USD, "dup"))
-
-    async def together() -> list[object]:
-        steps = [ledger.areserve(account, USD, f"ok-{n}") for n in range(4)]
-        steps.insert(2, ledger.areserve(account, USD, "dup"))  # its hold entry exists: a duplicate
-        return await asyncio.gather(*steps, return_exceptions=True)
-
-    outcomes = run(together())
-    assert isinstance(outcomes[2], ledger.DuplicateReference)
-    assert all(isinstance(o, Hold) for i, o in enumerate(outcomes) if i != 2)
-    assert balance_of(account) == (10 * USD, 5 * USD)
-    assert ledger.check_consistency() == []
-
-
-def test_on_postgresql_steps_one_after_another_go_alone(on_postgres):
-    account = make_account(credit_nano=10 * USD)
-
-    async def one_by_one() -> int:
-        hold = await ledger.areserve(account, USD, "alone")
-        await ledger.asettle(hold, 5)
-        return db_async.statement_groups().groups
-
-    assert run(one_by_one()) == 0, "nothing to wait for: each step went alone, in autocommit"
-    assert balance_of(account) == (10 * USD - 5, 0)
-
-
 def test_on_postgresql_the_pool_uses_djangos_database_and_settings(on_postgres, settings):
     async def inspect() -> tuple[object, dict, object]:
         first = await db_async.pool()
