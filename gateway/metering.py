@@ -17,6 +17,7 @@ from billing import ledger
 from billing.models import Hold, UsageRecord
 from gateway.api import ApiError, Caller
 from infrai.lib.money import NANO_PER_USD, format_usd
+from infrai.lib.sync import finish_or_undo
 
 
 @dataclass
@@ -60,13 +61,12 @@ def insufficient_credit_error(origin: Origin, refused: ledger.InsufficientCredit
 
 
 async def hold_or_402(origin: Origin, caller: Caller, request_id: str, amount_nano: int, memo: str) -> Hold:
+    """The call's hold. A caller cancelled (its client gone) while the hold is being written
+    gets none: the hold is released at once rather than left held until the sweeper's expiry."""
+    ttl = timedelta(seconds=settings.HOLD_TTL_SECONDS)
     try:
-        return await ledger.areserve(
-            caller.account.pk,
-            amount_nano,
-            request_id,
-            ttl=timedelta(seconds=settings.HOLD_TTL_SECONDS),
-            memo=memo,
+        return await finish_or_undo(
+            ledger.areserve(caller.account.pk, amount_nano, request_id, ttl=ttl, memo=memo), ledger.arelease
         )
     except ledger.InsufficientCredit as refused:
         raise insufficient_credit_error(origin, refused) from refused

@@ -1,18 +1,24 @@
 """A client that goes away during a plain (non-streamed) chat call: the call shows in the usage
 log as cancelled, charged for the prompt the vendor was sent, and its hold is closed at once
-instead of keeping the credit held until the sweeper's expiry.
+instead of keeping the credit held until the sweeper's expiry; so is a hold whose caller went
+away while it was being written.
 
 The vendor is SIMULATED: a loopback socket that accepts the call and never answers."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
 import pytest
+from asgiref.sync import sync_to_async
 
 from billing import ledger
 from billing.models import Hold, HoldState, UsageRecord
+from console.accounts import default_project
+from gateway import metering
+from gateway.api import Caller
 from tests.factories import make_account, make_key
 from tests.live import live_servers
 
@@ -39,3 +45,30 @@ def test_a_client_that_goes_away_mid_call_is_recorded_as_cancelled_and_its_hold_
     balance = ledger.get_balance(account)
     assert balance.held_nano == 0
     assert balance.balance_nano == USD - record.cost_nano
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_caller_gone_while_its_hold_is_written_leaves_no_credit_held(monkeypatch):
+    # The hold's statement has committed but its answer is still on the way when the client
+    # goes: SIMULATED by a pause after the real reserve.
+    account = await sync_to_async(make_account)(credit_nano=USD)
+    caller = Caller(key=None, project=await sync_to_async(default_project)(account), account=account)
+    written = asyncio.Event()
+    real_reserve = ledger.areserve
+
+    async def answer_still_on_the_way(*args, **kwargs):
+        hold = await real_reserve(*args, **kwargs)
+        written.set()
+        await asyncio.sleep(0.5)
+        return hold
+
+    monkeypatch.setattr(ledger, "areserve", answer_still_on_the_way)
+    call = asyncio.ensure_future(metering.hold_or_402("http://testserver", caller, "req_gone", 5_000_000, "chat"))
+    await written.wait()
+    assert (await sync_to_async(ledger.get_balance)(account)).held_nano == 5_000_000
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert (await sync_to_async(Hold.objects.get)(account=account)).state == HoldState.RELEASED
+    balance = await sync_to_async(ledger.get_balance)(account)
+    assert (balance.balance_nano, balance.held_nano) == (USD, 0)

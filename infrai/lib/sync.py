@@ -37,9 +37,19 @@ async def finish_even_if_cancelled(awaitable: Awaitable[T]) -> T:
     """Await `awaitable` to its end even when the caller is cancelled meanwhile, and only then
     let the cancellation through: what a stream's cleanup settles must be settled by the time
     the stream has ended, not some time later in the background."""
+    return await finish_or_undo(awaitable, None)
+
+
+async def finish_or_undo(awaitable: Awaitable[T], undo: Callable[[T], Awaitable[object]] | None) -> T:
+    """`finish_even_if_cancelled`, and when the caller was cancelled and the awaitable succeeded,
+    `undo(result)` before the cancellation goes through. For a step that takes effect on the
+    server whether or not its answer is read (a hold): a caller that will never use it must not
+    leave it behind."""
     task = asyncio.ensure_future(awaitable)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
         await asyncio.wait({task})
+        if undo is not None and not task.cancelled() and task.exception() is None:
+            await finish_even_if_cancelled(undo(task.result()))
         raise
