@@ -52,6 +52,7 @@ from gateway.inputs import integer, optional_str
 from gateway.routing import Candidate
 from infrai.lib.ids import uuid7
 from infrai.lib.money import format_usd
+from infrai.lib.sync import finish_or_undo
 from playground import runs
 
 log = logging.getLogger(__name__)
@@ -358,10 +359,12 @@ class SessionMeter:
         reference = self.request_id if not self.holds else f"{self.request_id}:{len(self.holds)}"
         # Lives as long as the token could keep the session open, so no sweep closes it early.
         ttl = timedelta(seconds=max(self.expires_at - time.time(), 0) + 300)
+        reserve = ledger.areserve(
+            self.caller.account.pk, self.minute_nano, reference, ttl=ttl, memo="voice session time"
+        )
         try:
-            hold = await sync_to_async(ledger.reserve)(
-                self.caller.account.pk, self.minute_nano, reference, ttl=ttl, memo="voice session time"
-            )
+            # A hang-up during the renewal cancels the clock: the minute it was taking goes back.
+            hold = await finish_or_undo(reserve, ledger.arelease)
         except ledger.InsufficientCredit as refused:
             raise metering.insufficient_credit_error(self.origin, refused) from refused
         self.holds.append(hold)
@@ -652,8 +655,11 @@ class VoiceSession:
         for task in (self.clock_task, self.turn_task):
             if task is not None and task is not current and not task.done():
                 task.cancel()
-        if self.turn_task is not None and self.turn_task is not current:
-            await asyncio.gather(self.turn_task, return_exceptions=True)
+        # Both finish first: a turn's call or a minute's hold in flight is settled or undone.
+        await asyncio.gather(
+            *(t for t in (self.clock_task, self.turn_task) if t is not None and t is not current),
+            return_exceptions=True,
+        )
         time_nano = 0
         seconds = 0.0
         if self.meter is not None:

@@ -384,6 +384,31 @@ async def test_each_minute_is_held_before_it_starts_and_settled_as_one_charge(mo
     assert balance.balance_nano == USD - record.cost_nano and balance.held_nano == 0
 
 
+async def test_hanging_up_while_the_next_minute_is_being_held_leaves_no_hold(monkeypatch):
+    monkeypatch.setattr(voice, "RENEW_BEFORE_SECONDS", 59.5)
+    real_reserve = ledger.areserve
+    renewing = asyncio.Event()
+
+    async def renewal_answered_late(account_id, amount_nano, reference, **kwargs):
+        hold = await real_reserve(account_id, amount_nano, reference, **kwargs)
+        if ":" in reference:  # "<session>:<n>", a renewal
+            renewing.set()
+            await asyncio.sleep(1)  # SIMULATED: the hold is written, its answer still on the way
+        return hold
+
+    monkeypatch.setattr(ledger, "areserve", renewal_answered_late)
+    account = await sync_to_async(make_account)(credit_nano=USD)
+    ws, _ = await opened(await sync_to_async(signed)(account))
+    await asyncio.wait_for(renewing.wait(), timeout=10)
+    await ws.send_json_to({"type": "hangup"})
+    events, code = await closed_with(ws)
+    assert code == voice.CLOSE_NORMAL and any(e["type"] == "ended" for e in events)
+    record = await sync_to_async(UsageRecord.objects.get)(capability="realtime")
+    balance = await sync_to_async(ledger.get_balance)(account)
+    assert await sync_to_async(open_holds)(account) == 0
+    assert (balance.held_nano, balance.balance_nano) == (0, USD - record.cost_nano)
+
+
 async def test_when_the_next_minute_cannot_be_held_the_session_ends_with_a_402(monkeypatch):
     monkeypatch.setattr(voice, "RENEW_BEFORE_SECONDS", 59.5)
     one_minute = usd_to_nano("0.06")
