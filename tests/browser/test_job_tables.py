@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.browser.conftest import REPO, LiveServer
-from tests.browser.test_playground import sign_in
+from tests.browser.test_playground import assert_fits, sign_in
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -196,8 +196,7 @@ def test_the_table_reads_on_a_phone_and_filters_by_the_query_string(
     expect(page).to_have_url(re.compile(r"kind=batch.*q=phones"))
     expect(row(page, batch["batch_id"])).to_be_visible()
     expect(row(page, clip["job_id"])).to_have_count(0)
-    width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390, f"the page is {width}px wide at a 390px viewport"
+    assert_fits(page, 390)
     screenshot(page, "phone")
     assert console_errors == []
 

@@ -108,6 +108,9 @@ def open_playground(page: Page, server: LiveServer, path: str = "/playground/") 
 
 
 def assert_fits(page: Page, width: int) -> None:
+    # Measured once the page's stylesheets are in (the load event): before that, a page whose
+    # CSS is still being revalidated lays out unstyled, wider than any viewport.
+    page.wait_for_load_state("load")
     overflow = page.evaluate("document.documentElement.scrollWidth")
     assert overflow <= width, f"the page is {overflow}px wide at a {width}px viewport"
 
