@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from io import StringIO
@@ -29,9 +31,13 @@ PRODUCTION_ENV = {
 
 
 def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return _in_production([sys.executable, "manage.py", *args], env)
+
+
+def _in_production(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in PRODUCTION_ENV and k != "REDIS_URL"}
     return subprocess.run(
-        [sys.executable, "manage.py", *args],
+        argv,
         cwd=ROOT,
         env={**clean, "DJANGO_SETTINGS_MODULE": "infrai.settings.production", **env},
         capture_output=True,
@@ -50,6 +56,30 @@ def test_production_settings_refuse_to_start_without_their_secrets():
 def test_production_settings_pass_the_deploy_check():
     result = _manage("check", "--deploy", "--fail-level", "WARNING", env=PRODUCTION_ENV)
     assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_production_static_files_have_hashed_names_served_as_immutable(tmp_path):
+    env = {**PRODUCTION_ENV, "STATIC_ROOT": str(tmp_path)}
+    collected = _manage("collectstatic", "--noinput", env=env)
+    assert collected.returncode == 0, collected.stderr
+    templates = "".join(p.read_text() for p in (ROOT / "templates").glob("**/*.html"))
+    named = sorted(set(re.findall(r"{% static '([^']+)' %}", templates)))
+    assert "console/console.css" in named
+    # Every file a template names is in the manifest (a missing one would be a 500 in production),
+    # and WhiteNoise serves its hashed name with a year's immutable caching.
+    probe = (
+        "import django, json, sys; django.setup()\n"
+        "from django.templatetags.static import static\n"
+        "from django.test import Client\n"
+        "urls = [static(name) for name in json.loads(sys.argv[1])]\n"
+        "answer = Client().get(urls[0], secure=True, HTTP_HOST='console.example.com')\n"
+        "print(json.dumps({'urls': urls, 'status': answer.status_code, 'cache': answer.get('Cache-Control')}))\n"
+    )
+    result = _in_production([sys.executable, "-c", probe, json.dumps(named)], env)
+    assert result.returncode == 0, result.stderr
+    served = json.loads(result.stdout)
+    assert all(re.fullmatch(r"/static/.+\.[0-9a-f]{12}\.(css|js)", url) for url in served["urls"]), served["urls"]
+    assert served["status"] == 200 and "immutable" in served["cache"]
 
 
 def test_production_settings_refuse_a_stripe_key_without_its_webhook_secret():

@@ -152,7 +152,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Generated files (images, speech, videos, exports). Any Django storage backend by setting, e.g.
 # STORAGE_BACKEND=storages.backends.s3.S3Storage with STORAGE_OPTIONS_JSON='{"bucket_name": "..."}'
