@@ -22,6 +22,7 @@ callers handle one family whichever path ran.
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -46,8 +47,12 @@ _closing: set[asyncio.Future[None]] = set()
 
 
 def available() -> bool:
-    """Whether the default database is PostgreSQL (else async callers use the ORM in a thread)."""
-    return connections["default"].vendor == "postgresql"
+    """Whether async callers use this module's pool: on PostgreSQL, from a loop of the main thread
+    (a server's, a test's). Otherwise they use the ORM in a thread. A loop in another thread is
+    asgiref's async_to_sync loop for one call (Django's test client, a sync caller): it is closed
+    when the call returns, and cancelling a pool's background tasks then can hang the close
+    (seen in CI: the test client's thread stuck in asyncio.run's task cancellation)."""
+    return connections["default"].vendor == "postgresql" and threading.current_thread() is threading.main_thread()
 
 
 async def pool() -> AsyncConnectionPool:
