@@ -96,6 +96,20 @@ def cluster(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Cl
             raise
 
 
+@pytest.fixture
+def workers_idle_at_the_end(cluster: Cluster) -> Iterator[None]:
+    """Each test ends once the cluster's workers are idle. Its teardown empties the tables, and a
+    worker whose running task's row is gone exits (django-tasks-db cannot save the result), which
+    stops the whole cluster under the next test (seen in CI: a batch's last run_batch task)."""
+    yield
+    from django_tasks_db.models import DBTaskResult
+
+    deadline = time.monotonic() + 60
+    while DBTaskResult.objects.ready().exists() or DBTaskResult.objects.running().exists():
+        assert time.monotonic() < deadline, f"the workers never went idle:\n{cluster.log.read_text()}"
+        time.sleep(0.1)
+
+
 def session_cookie(account) -> str:
     client = Client()
     client.force_login(account.owner)
@@ -109,6 +123,7 @@ async def next_event(socket: aiohttp.ClientWebSocketResponse, timeout: float = 6
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("workers_idle_at_the_end")
 def test_a_page_on_one_process_hears_a_batch_submitted_on_the_other_and_run_by_a_worker(cluster):
     account = make_account(credit_nano=USD)
     secret = make_key(account)
@@ -158,6 +173,7 @@ def test_a_page_on_one_process_hears_a_batch_submitted_on_the_other_and_run_by_a
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("workers_idle_at_the_end")
 def test_one_hundred_paid_calls_over_both_processes_spend_exactly_the_credit(cluster):
     entry = CatalogModel.objects.get(model_id="sandbox-chat", capability="chat")
     prompt_tokens = tokens.count_messages([{"role": "user", "content": PAID_CALL["messages"]}])
