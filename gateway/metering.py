@@ -60,10 +60,13 @@ def insufficient_credit_error(origin: Origin, refused: ledger.InsufficientCredit
     )
 
 
-async def hold_or_402(origin: Origin, caller: Caller, request_id: str, amount_nano: int, memo: str) -> Hold:
-    """The call's hold. A caller cancelled (its client gone) while the hold is being written
-    gets none: the hold is released at once rather than left held until the sweeper's expiry."""
-    ttl = timedelta(seconds=settings.HOLD_TTL_SECONDS)
+async def hold_or_402(
+    origin: Origin, caller: Caller, request_id: str, amount_nano: int, memo: str, ttl: timedelta | None = None
+) -> Hold:
+    """The call's hold (for `ttl`, by default HOLD_TTL_SECONDS). A caller cancelled (its client
+    gone) while the hold is being written gets none: the hold is released at once rather than left
+    held until the sweeper's expiry."""
+    ttl = ttl or timedelta(seconds=settings.HOLD_TTL_SECONDS)
     try:
         return await finish_or_undo(
             ledger.areserve(caller.account.pk, amount_nano, request_id, ttl=ttl, memo=memo), ledger.arelease

@@ -43,7 +43,6 @@ from asgiref.sync import sync_to_async
 from django.core import signing
 from django.core.cache import cache
 
-from billing import ledger
 from billing.models import Hold, UsageRecord
 from console.models import Account
 from gateway import capabilities, catalog, metering, operations
@@ -52,7 +51,6 @@ from gateway.inputs import integer, optional_str
 from gateway.routing import Candidate
 from infrai.lib.ids import uuid7
 from infrai.lib.money import format_usd
-from infrai.lib.sync import finish_or_undo
 from playground import runs
 
 log = logging.getLogger(__name__)
@@ -359,14 +357,10 @@ class SessionMeter:
         reference = self.request_id if not self.holds else f"{self.request_id}:{len(self.holds)}"
         # Lives as long as the token could keep the session open, so no sweep closes it early.
         ttl = timedelta(seconds=max(self.expires_at - time.time(), 0) + 300)
-        reserve = ledger.areserve(
-            self.caller.account.pk, self.minute_nano, reference, ttl=ttl, memo="voice session time"
+        # A hang-up during the renewal cancels the clock: the minute it was taking goes back.
+        hold = await metering.hold_or_402(
+            self.origin, self.caller, reference, self.minute_nano, "voice session time", ttl=ttl
         )
-        try:
-            # A hang-up during the renewal cancels the clock: the minute it was taking goes back.
-            hold = await finish_or_undo(reserve, ledger.arelease)
-        except ledger.InsufficientCredit as refused:
-            raise metering.insufficient_credit_error(self.origin, refused) from refused
         self.holds.append(hold)
         self.covered_seconds += 60
 
@@ -652,14 +646,11 @@ class VoiceSession:
         if self.meter is not None:
             self.meter.stop()
         current = asyncio.current_task()
-        for task in (self.clock_task, self.turn_task):
-            if task is not None and task is not current and not task.done():
-                task.cancel()
+        others = [t for t in (self.clock_task, self.turn_task) if t is not None and t is not current]
+        for task in others:
+            task.cancel()
         # Both finish first: a turn's call or a minute's hold in flight is settled or undone.
-        await asyncio.gather(
-            *(t for t in (self.clock_task, self.turn_task) if t is not None and t is not current),
-            return_exceptions=True,
-        )
+        await asyncio.gather(*others, return_exceptions=True)
         time_nano = 0
         seconds = 0.0
         if self.meter is not None:
